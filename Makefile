@@ -1,0 +1,62 @@
+# Two entry points: `make run` and `make test`; both start with an idempotent `make setup`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+DATA_DIR ?= $(CURDIR)/data
+MODELS_DIR ?= $(DATA_DIR)/models
+PG_URL ?= postgres://postgres@127.0.0.1:5432/inference_console
+REDIS_URL ?= redis://127.0.0.1:6379/0
+export DATA_DIR MODELS_DIR
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup install migrate models run test lint bench clean
+
+setup: install migrate models
+
+# Reinstall only when pyproject.toml changes.
+install: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+models: install
+	$(PY) manage.py models install
+
+# Web server and Celery worker on the embedded defaults (SQLite, SQLite-backed broker, Qdrant Edge).
+# One web process with threads: Qdrant Edge allows one opener per shard directory.
+run: setup
+	$(PY) manage.py collectstatic --noinput -v 0
+	@trap 'kill 0' EXIT INT TERM; \
+	$(VENV)/bin/celery -A console worker --loglevel INFO --concurrency 1 & \
+	echo "Serving on http://127.0.0.1:$(PORT)/ (data in $(DATA_DIR))"; \
+	$(VENV)/bin/gunicorn console.wsgi:application --bind 0.0.0.0:$(PORT) --workers 1 --threads 8 \
+		--access-logfile - --timeout 120
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+
+# Uses PostgreSQL and Redis when they answer on 127.0.0.1, and says so; otherwise the embedded defaults.
+test: setup lint
+	@if $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 5432), 1)" 2>/dev/null; then \
+		echo "make test: PostgreSQL answers on 127.0.0.1:5432: database tests use it"; \
+		export DATABASE_URL="$(PG_URL)"; \
+	else echo "make test: PostgreSQL is not answering: database tests use SQLite"; fi; \
+	if $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 6379), 1)" 2>/dev/null; then \
+		echo "make test: Redis answers on 127.0.0.1:6379: Celery tests use it"; \
+		export TEST_REDIS_URL="$(REDIS_URL)"; \
+	else echo "make test: Redis is not answering: Redis-backed tests are skipped"; fi; \
+	$(VENV)/bin/pytest
+
+bench: setup
+	$(PY) bench/engine.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

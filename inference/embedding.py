@@ -1,0 +1,67 @@
+"""The process-wide engine, built lazily from settings: the app's only door to the ONNX workers.
+
+Nothing here imports onnxruntime at import time; the engine and its pool are created on the first call
+to :func:`get_engine` (and models load on their first use).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+
+from inference import catalog
+from inference.engine.types import ModelNotFound, ModelNotInstalled, ModelSpec
+
+if TYPE_CHECKING:
+    from inference.engine.engine import Engine
+
+_engine: Engine | None = None
+_lock = threading.Lock()
+
+
+def resolve_model(name: str) -> tuple[ModelSpec, Path]:
+    """The spec and files of a model by name (case-insensitive); clear errors if unknown or not installed."""
+    entry = catalog.find(name)
+    if entry is None:
+        raise ModelNotFound(
+            f"Model '{name}' is not supported. Supported models: "
+            + ", ".join(e.name for e in catalog.CATALOG)
+        )
+    path = catalog.installed_path(settings.MODELS_DIR, entry.name)
+    if path is None:
+        raise ModelNotInstalled(
+            f"Model '{entry.name}' is in the catalog but its weights are not installed on this server."
+        )
+    return entry.spec, path
+
+
+def get_engine() -> Engine:
+    """The shared engine, created on first use with the pool configured in settings."""
+    global _engine
+    if _engine is None:
+        with _lock:
+            if _engine is None:
+                _engine = _build_engine()
+    return _engine
+
+
+def _build_engine() -> Engine:
+    from inference.engine.engine import Engine
+    from inference.engine.images import FetchPolicy
+    from inference.engine.pool import InProcessPool, RunnerSettings
+
+    policy = FetchPolicy(
+        allow_hosts=frozenset(settings.IMAGE_FETCH_ALLOW_HOSTS),
+        connect_timeout=settings.IMAGE_FETCH_CONNECT_TIMEOUT,
+        read_timeout=settings.IMAGE_FETCH_READ_TIMEOUT,
+        max_bytes=settings.IMAGE_FETCH_MAX_BYTES,
+        max_pixels=settings.IMAGE_MAX_PIXELS,
+    )
+    pool = InProcessPool(
+        workers=settings.INFERENCE_WORKERS,
+        settings=RunnerSettings(onnx_threads=settings.INFERENCE_ONNX_THREADS, fetch_policy=policy),
+    )
+    return Engine(resolve=resolve_model, pool=pool, batch_size=settings.INFERENCE_BATCH_SIZE)

@@ -1,0 +1,133 @@
+"""Dense text embeddings from a transformer encoder exported to ONNX (MiniLM, E5, CLIP text).
+
+We run onnxruntime and the HF `tokenizers` library directly rather than through fastembed's wrapper so that
+one tokenization pass gives both the model inputs and the exact token count that usage is billed on, and
+so that truncation follows the catalog's context window. The vectors equal fastembed's for the same files
+(tests check cosine >= 0.9999).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from .runner import options_or_empty
+from .types import EmbedRequest, EmbedResult, EngineUnavailable, InputType, InvalidInput, Kind, ModelSpec
+
+
+def make_session(path: Path, threads: int) -> ort.InferenceSession:
+    """An onnxruntime CPU session with explicit thread settings.
+
+    One intra-op thread per session by default: the worker pool runs several batches side by side, and
+    letting each session also spread over every core would oversubscribe the CPU.
+    """
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors for a broken file
+        raise EngineUnavailable(f"Model file {path.name} could not be loaded: {exc}") from exc
+
+
+def load_tokenizer(model_dir: Path, max_length: int | None) -> Tokenizer:
+    """The model's fast tokenizer, truncating to the context window and padding to the longest in a batch."""
+    try:
+        tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    except Exception as exc:
+        raise EngineUnavailable(f"Tokenizer of {model_dir.name} could not be loaded: {exc}") from exc
+    if max_length is not None:
+        tokenizer.enable_truncation(max_length=max_length)
+    pad_token = _pad_token(model_dir)
+    pad_id = tokenizer.token_to_id(pad_token)
+    if pad_id is None:
+        pad_id = 0
+    tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
+    return tokenizer
+
+
+def _pad_token(model_dir: Path) -> str:
+    """The padding token named by the model's tokenizer files ([PAD] for BERT-style models)."""
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        try:
+            data = json.loads((model_dir / name).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            continue
+        token = data.get("pad_token")
+        if isinstance(token, dict):
+            token = token.get("content")
+        if isinstance(token, str):
+            return token
+    return "[PAD]"
+
+
+def with_prefix(text: str, prefix: str) -> str:
+    """Add an instruction prefix (E5's "query: ") unless the caller already did: never doubled."""
+    if not prefix or text.startswith(prefix):
+        return text
+    return prefix + text
+
+
+class OnnxTextRunner:
+    """Runs one dense text model; thread-safe (onnxruntime sessions and tokenizers may be shared)."""
+
+    def __init__(self, spec: ModelSpec, model_dir: Path, *, threads: int = 1) -> None:
+        self.spec = spec
+        self.session = make_session(model_dir / "model.onnx", threads)
+        self.tokenizer = load_tokenizer(model_dir, spec.context_window)
+        self._input_names = {i.name for i in self.session.get_inputs()}
+        outputs = [o.name for o in self.session.get_outputs()]
+        if spec.onnx_output is not None and spec.onnx_output not in outputs:
+            raise EngineUnavailable(f"Model {spec.name} has no output {spec.onnx_output!r} (has {outputs})")
+        self._output = spec.onnx_output or outputs[0]
+
+    def check(self, request: EmbedRequest) -> None:
+        """Text only, and no options: these models take none, and a typo should not pass silently."""
+        if request.input_type is not InputType.TEXT or not isinstance(request.data, str):
+            raise InvalidInput(f"Only text input is supported for {request.model}.")
+        unknown = sorted(options_or_empty(request.options))
+        if unknown:
+            raise InvalidInput(f"Model {request.model} does not accept options, got: {', '.join(unknown)}")
+
+    def embed(self, requests: Sequence[EmbedRequest]) -> list[EmbedResult]:
+        """Embed one batch: tokenize (truncating), run the encoder, pool, normalize."""
+        if not requests:
+            return []
+        texts = [self._prepare(r) for r in requests]
+        encodings = self.tokenizer.encode_batch(texts)
+        input_ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        attention = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds: dict[str, Any] = {"input_ids": input_ids}
+        if "attention_mask" in self._input_names:
+            feeds["attention_mask"] = attention
+        if "token_type_ids" in self._input_names:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        (output,) = self.session.run([self._output], feeds)
+        vectors = self._pool(np.asarray(output, dtype=np.float32), attention)
+        tokens = attention.sum(axis=1)
+        return [EmbedResult(vector=v.tolist(), tokens=int(t)) for v, t in zip(vectors, tokens, strict=True)]
+
+    def _prepare(self, request: EmbedRequest) -> str:
+        prefix = self.spec.query_prefix if request.kind is Kind.QUERY else self.spec.document_prefix
+        return with_prefix(str(request.data), prefix)
+
+    def _pool(self, output: np.ndarray, attention: np.ndarray) -> np.ndarray:
+        if output.ndim == 3:
+            if self.spec.pooling == "cls":
+                pooled = output[:, 0]
+            else:  # mean over real tokens only, as sentence-transformers does
+                mask = attention[:, :, None].astype(np.float32)
+                pooled = (output * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+        else:
+            pooled = output
+        if self.spec.normalize:
+            norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+            pooled = pooled / np.clip(norms, 1e-12, None)
+        return pooled

@@ -1,0 +1,22 @@
+"""Output serializers for the catalog API."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+
+class CatalogModelSerializer(serializers.Serializer):
+    """One model of the catalog, with its price per 1M tokens and whether it is installed here."""
+
+    name = serializers.CharField(source="entry.name")
+    modality = serializers.CharField(source="entry.modality")
+    output = serializers.CharField(source="entry.spec.output")
+    input_type = serializers.CharField(source="entry.spec.input_type")
+    dimensions = serializers.IntegerField(source="entry.spec.dim", allow_null=True)
+    context_window = serializers.IntegerField(source="entry.spec.context_window", allow_null=True)
+    price_per_million_tokens = serializers.DecimalField(
+        source="entry.price_per_million", max_digits=12, decimal_places=6, coerce_to_string=True
+    )
+    installed = serializers.BooleanField()
+    description = serializers.CharField(source="entry.description")
+    weights_note = serializers.CharField(source="entry.weights_note")
