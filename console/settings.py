@@ -168,3 +168,8 @@ IMAGE_FETCH_MAX_BYTES = env_int("IMAGE_FETCH_MAX_BYTES", 10 * 1024 * 1024, minim
 IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 40_000_000, minimum=1)
 IMAGE_FETCH_CONNECT_TIMEOUT = env_float("IMAGE_FETCH_CONNECT_TIMEOUT", 5.0)
 IMAGE_FETCH_READ_TIMEOUT = env_float("IMAGE_FETCH_READ_TIMEOUT", 10.0)
+
+# --- public address ------------------------------------------------------------------------------------
+PORT = env_int("PORT", 8000, minimum=1)
+PUBLIC_URL = env_str("PUBLIC_URL", f"http://127.0.0.1:{PORT}").rstrip("/")  # shown in cluster URLs
+CLUSTERS_DIR = DATA_DIR / "clusters"  # embedded storage: one directory per cluster

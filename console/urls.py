@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from console.views import health
-from inference.apis import ModelListApi
+from inference.apis import InferenceServiceApi, ModelListApi
+from inference.dataplane.apis import RootApi
 
 urlpatterns = [
     path("healthz", health, name="health"),
     path("api/v1/models", ModelListApi.as_view(), name="model-list"),
+    path("inference", InferenceServiceApi.as_view(), name="inference-service"),
+    # qdrant-client asks for the root without a trailing slash ("{url}" itself).
+    path("clusters/<str:cluster_id>", RootApi.as_view()),
+    path("clusters/<str:cluster_id>/", include("inference.dataplane.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("admin/", admin.site.urls),

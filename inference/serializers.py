@@ -20,3 +20,27 @@ class CatalogModelSerializer(serializers.Serializer):
     installed = serializers.BooleanField()
     description = serializers.CharField(source="entry.description")
     weights_note = serializers.CharField(source="entry.weights_note")
+
+
+class InferenceInputSerializer(serializers.Serializer):
+    """One input of Qdrant's inference-service request."""
+
+    data = serializers.JSONField()
+    data_type = serializers.ChoiceField(choices=["text", "image", "object"])
+    model = serializers.CharField()
+    options = serializers.DictField(required=False, allow_null=True)
+
+
+class InferenceRequestSerializer(serializers.Serializer):
+    """What a Qdrant server sends to its configured inference address."""
+
+    inputs = InferenceInputSerializer(many=True)
+    inference = serializers.ChoiceField(choices=["update", "search"], required=False, allow_null=True)
+    token = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+
+
+class InferenceResponseSerializer(serializers.Serializer):
+    """Embeddings by position (dense list, sparse {indices, values} or multivector) and usage per model."""
+
+    embeddings = serializers.ListField(child=serializers.JSONField())
+    usage = serializers.DictField()

@@ -1,0 +1,293 @@
+"""Data-plane operations: resolve inference objects, then one call to the cluster's vector store.
+
+Each function takes the parsed JSON body and returns `(result, usage)`: `result` in Qdrant's REST shape,
+`usage` as model -> tokens (empty when no inference ran). Inference happens before storage is touched, and
+outside any database transaction; usage is emitted by the caller only after the whole request succeeded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qdrant_client.http import models
+
+from console.models import Cluster
+from inference.embedding import get_engine
+from inference.engine.engine import Embeddings
+from inference.engine.types import EmbedRequest
+from inference.resolution import Resolver
+from inference.storage import VectorStore
+from inference.stores import store_for
+
+Usage = dict[str, int]
+Result = tuple[Any, Usage]
+
+
+def _embed(requests: list[EmbedRequest] | Any) -> Embeddings:
+    return get_engine().embed(requests)
+
+
+def _resolver(cluster: Cluster) -> Resolver:
+    return Resolver(_embed, inference_enabled=cluster.inference_enabled)
+
+
+def _store(cluster: Cluster) -> VectorStore:
+    return store_for(cluster)
+
+
+# --- collections -----------------------------------------------------------------------------------------
+
+
+def collection_create(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+    """Create a collection (dense, named, sparse, multivector params)."""
+    _store(cluster).create_collection(collection, models.CreateCollection.model_validate(body))
+    return True, {}
+
+
+def collection_get(*, cluster: Cluster, collection: str) -> Result:
+    """Collection info."""
+    return _store(cluster).get_collection(collection), {}
+
+
+def collection_exists(*, cluster: Cluster, collection: str) -> Result:
+    """Whether a collection exists."""
+    return {"exists": _store(cluster).collection_exists(collection)}, {}
+
+
+def collection_list(*, cluster: Cluster) -> Result:
+    """Names of every collection."""
+    return {"collections": [{"name": n} for n in _store(cluster).list_collections()]}, {}
+
+
+def collection_delete(*, cluster: Cluster, collection: str) -> Result:
+    """Delete a collection; True if it existed."""
+    return _store(cluster).delete_collection(collection), {}
+
+
+def payload_index_create(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+    """Create a payload index."""
+    req = models.CreateFieldIndex.model_validate(body)
+    schema = req.field_schema if req.field_schema is not None else models.PayloadSchemaType.KEYWORD
+    return _store(cluster).create_payload_index(collection, req.field_name, schema), {}
+
+
+def payload_index_delete(*, cluster: Cluster, collection: str, field_name: str) -> Result:
+    """Delete a payload index."""
+    return _store(cluster).delete_payload_index(collection, field_name), {}
+
+
+# --- points: writes --------------------------------------------------------------------------------------
+
+
+def points_upsert(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+    """Upsert points (list or batch form); inference objects are embedded as documents."""
+    store = _store(cluster)
+    resolved = _resolver(cluster).upsert(body, store.vector_config(collection))
+    points = _points_of(resolved.body)
+    return store.upsert(collection, points), resolved.usage
+
+
+def points_update_vectors(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+    """Update named vectors of existing points; inference objects are embedded as documents."""
+    store = _store(cluster)
+    resolved = _resolver(cluster).update_vectors(body, store.vector_config(collection))
+    req = models.UpdateVectors.model_validate(resolved.body)
+    return store.update_vectors(collection, req.points), resolved.usage
+
+
+def points_batch(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+    """Several update operations in order (`POST /points/batch`), all resolved before the first runs."""
+    store = _store(cluster)
+    resolved = _resolver(cluster).points_batch(body, store.vector_config(collection))
+    # Parse every operation before running any, so a malformed last one writes nothing.
+    operations = models.UpdateOperations.model_validate(resolved.body).operations
+    results = [_run_operation(store, collection, op) for op in operations]
+    return results, resolved.usage
+
+
+def _run_operation(store: VectorStore, collection: str, op: models.UpdateOperation) -> Any:
+    if isinstance(op, models.UpsertOperation):
+        return store.upsert(collection, _points_of(op.upsert.model_dump(exclude_unset=True)))
+    if isinstance(op, models.DeleteOperation):
+        return store.delete_points(collection, _selector(op.delete.model_dump(exclude_unset=True)))
+    if isinstance(op, models.SetPayloadOperation):
+        return store.set_payload(collection, op.set_payload)
+    if isinstance(op, models.OverwritePayloadOperation):
+        return store.overwrite_payload(collection, op.overwrite_payload)
+    if isinstance(op, models.DeletePayloadOperation):
+        return store.delete_payload(collection, op.delete_payload)
+    if isinstance(op, models.ClearPayloadOperation):
+        return store.clear_payload(collection, _selector(op.clear_payload.model_dump(exclude_unset=True)))
+    if isinstance(op, models.UpdateVectorsOperation):
+        return store.update_vectors(collection, op.update_vectors.points)
+    if isinstance(op, models.DeleteVectorsOperation):
+        return store.delete_vectors(collection, op.delete_vectors)
+    raise TypeError(f"unhandled operation {type(op).__name__}")
+
+
+def points_delete(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+    """Delete points by ids or filter."""
+    return _store(cluster).delete_points(collection, _selector(body)), {}
+
+
+def payload_set(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+    """Merge payload keys into points."""
+    return _store(cluster).set_payload(collection, models.SetPayload.model_validate(body)), {}
+
+
+def payload_overwrite(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+    """Replace the payload of points."""
+    return _store(cluster).overwrite_payload(collection, models.SetPayload.model_validate(body)), {}
+
+
+def payload_delete(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+    """Delete payload keys."""
+    return _store(cluster).delete_payload(collection, models.DeletePayload.model_validate(body)), {}
+
+
+def payload_clear(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+    """Remove the whole payload of points."""
+    return _store(cluster).clear_payload(collection, _selector(body)), {}
+
+
+def vectors_delete(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+    """Delete named vectors of points."""
+    return _store(cluster).delete_vectors(collection, models.DeleteVectors.model_validate(body)), {}
+
+
+# --- points: reads -------------------------------------------------------------------------------------
+
+
+def points_retrieve(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+    """Points by id."""
+    req = models.PointRequest.model_validate(body)
+    with_payload = req.with_payload if req.with_payload is not None else True
+    with_vector = req.with_vector if req.with_vector is not None else False
+    return _store(cluster).retrieve(
+        collection,
+        req.ids,
+        with_payload=with_payload,
+        with_vector=with_vector,  # type: ignore[arg-type]
+    ), {}
+
+
+def point_get(*, cluster: Cluster, collection: str, point_id: int | str) -> Result:
+    """One point by id, with payload and vectors."""
+    from inference.storage import PointNotFound
+
+    points = _store(cluster).retrieve(collection, [point_id], with_payload=True, with_vector=True)
+    if not points:
+        raise PointNotFound(point_id)
+    return points[0], {}
+
+
+def points_scroll(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+    """A page of points."""
+    return _store(cluster).scroll(collection, models.ScrollRequest.model_validate(body)), {}
+
+
+def points_count(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+    """How many points match."""
+    return _store(cluster).count(collection, models.CountRequest.model_validate(body)), {}
+
+
+def points_facet(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+    """Counts of payload values."""
+    return _store(cluster).facet(collection, models.FacetRequest.model_validate(body)), {}
+
+
+def points_query(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+    """Universal query; inference objects anywhere in it are embedded as queries."""
+    store = _store(cluster)
+    resolved = _resolver(cluster).query(body, store.vector_config(collection))
+    return store.query(collection, models.QueryRequest.model_validate(resolved.body)), resolved.usage
+
+
+def points_query_batch(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+    """Several queries; all their inference objects are embedded in one call."""
+    store = _store(cluster)
+    resolved = _resolver(cluster).query_batch(body, store.vector_config(collection))
+    searches = models.QueryRequestBatch.model_validate(resolved.body).searches
+    return store.query_batch(collection, searches), resolved.usage
+
+
+def points_query_groups(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+    """Query grouped by a payload field."""
+    store = _store(cluster)
+    resolved = _resolver(cluster).query(body, store.vector_config(collection))
+    req = models.QueryGroupsRequest.model_validate(resolved.body)
+    return store.query_groups(collection, req), resolved.usage
+
+
+def points_search(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+    """Legacy search with a raw vector, answered through query (same engine underneath)."""
+    req = models.SearchRequest.model_validate(body)
+    result = _store(cluster).query(collection, _search_as_query(req))
+    return result["points"], {}
+
+
+def points_search_batch(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+    """Legacy search batch with raw vectors."""
+    batch = models.SearchRequestBatch.model_validate(body)
+    results = _store(cluster).query_batch(collection, [_search_as_query(s) for s in batch.searches])
+    return [r["points"] for r in results], {}
+
+
+def _search_as_query(req: models.SearchRequest) -> models.QueryRequest:
+    vector = req.vector
+    using: str | None = None
+    query: Any = vector
+    if isinstance(vector, (models.NamedVector, models.NamedSparseVector)):
+        using, query = vector.name, vector.vector
+    return models.QueryRequest(
+        query=query,
+        using=using,
+        filter=req.filter,
+        params=req.params,
+        limit=req.limit,
+        offset=req.offset,
+        with_payload=req.with_payload,
+        with_vector=req.with_vector,
+        score_threshold=req.score_threshold,
+    )
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
+
+
+def _points_of(body: dict[str, Any]) -> list[models.PointStruct]:
+    """PointStructs from an upsert body in list form or batch (columnar) form."""
+    if "batch" in body:
+        batch = models.Batch.model_validate(body["batch"])
+        ids = list(batch.ids)
+        size = len(ids)
+        vectors = batch.vectors
+        payloads = list(batch.payloads) if batch.payloads is not None else [None] * size
+        if isinstance(vectors, dict):
+            columns = {name: list(values) for name, values in vectors.items()}
+            if any(len(values) != size for values in columns.values()):
+                raise _length_error()
+            per_point: list[Any] = [
+                {name: values[i] for name, values in columns.items()} for i in range(size)
+            ]
+        else:
+            per_point = list(vectors)
+            if len(per_point) != size:
+                raise _length_error()
+        if len(payloads) != size:
+            raise _length_error()
+        return [models.PointStruct(id=ids[i], vector=per_point[i], payload=payloads[i]) for i in range(size)]
+    return list(models.PointsList.model_validate(body).points)
+
+
+def _length_error() -> Exception:
+    from inference.storage import BadRequest
+
+    return BadRequest("Wrong input: Batch has different number of ids, vectors and payloads")
+
+
+def _selector(body: dict[str, Any]) -> models.PointIdsList | models.FilterSelector:
+    """A points selector from `{"points": [...]}` or `{"filter": {...}}`."""
+    if "points" in body:
+        return models.PointIdsList.model_validate(body)
+    return models.FilterSelector.model_validate(body)

@@ -1,0 +1,49 @@
+"""The open vector store of each cluster in this process.
+
+Qdrant Edge allows one opener per shard directory, so a cluster's embedded storage is opened once per
+process and shared by every request thread (Edge is thread-safe inside one process). `make run` serves
+with one web process for that reason.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from django.conf import settings
+
+from console.models import Cluster
+from inference.storage import EdgeStore, RemoteStore, VectorStore
+
+_stores: dict[str, VectorStore] = {}
+_lock = threading.Lock()
+
+
+def store_for(cluster: Cluster) -> VectorStore:
+    """The cluster's store, opened on first use."""
+    store = _stores.get(cluster.id)
+    if store is not None:
+        return store
+    with _lock:
+        store = _stores.get(cluster.id)
+        if store is None:
+            store = _open(cluster)
+            _stores[cluster.id] = store
+        return store
+
+
+def store_close(cluster_id: str) -> bool:
+    """Close a cluster's store (a restart reopens it on next use); False if it was not open."""
+    with _lock:
+        store = _stores.pop(cluster_id, None)
+    if store is None:
+        return False
+    store.close()
+    return True
+
+
+def _open(cluster: Cluster) -> VectorStore:
+    if cluster.storage_backend == Cluster.Backend.REMOTE:
+        return RemoteStore(cluster.remote_url, cluster.remote_api_key or None)
+    root = settings.CLUSTERS_DIR / cluster.id / "storage"
+    root.mkdir(parents=True, exist_ok=True)
+    return EdgeStore(root)
