@@ -23,12 +23,16 @@ class CatalogModelSerializer(serializers.Serializer):
 
 
 class InferenceInputSerializer(serializers.Serializer):
-    """One input of Qdrant's inference-service request."""
+    """One input of Qdrant's inference-service request: `{data, data_type, model, options}`."""
 
-    data = serializers.JSONField()
-    data_type = serializers.ChoiceField(choices=["text", "image", "object"])
-    model = serializers.CharField()
-    options = serializers.DictField(required=False, allow_null=True)
+    def get_fields(self) -> dict[str, serializers.Field]:
+        """Declared here because a field named `data` would shadow `Serializer.data` as a class attribute."""
+        return {
+            "data": serializers.JSONField(),
+            "data_type": serializers.ChoiceField(choices=["text", "image", "object"]),
+            "model": serializers.CharField(),
+            "options": serializers.DictField(required=False, allow_null=True),
+        }
 
 
 class InferenceRequestSerializer(serializers.Serializer):

@@ -47,7 +47,11 @@ def test_catalog_api_lists_every_model_honestly(models_dir: Path) -> None:
     assert (minilm["dimensions"], minilm["context_window"], minilm["installed"]) == (384, 256, True)
     assert minilm["price_per_million_tokens"] == "0.000000"
     assert models["qdrant/bm25"]["output"] == "sparse" and models["qdrant/bm25"]["installed"]
-    for name in ("qdrant/clip-vit-b-32-vision", "intfloat/multilingual-e5-small", "prithivida/splade_pp_en_v1"):
+    for name in (
+        "qdrant/clip-vit-b-32-vision",
+        "intfloat/multilingual-e5-small",
+        "prithivida/splade_pp_en_v1",
+    ):
         assert models[name]["installed"] is False, name
     assert models["mixedbread-ai/mxbai-embed-large-v1"]["price_per_million_tokens"] == "0.100000"
 
@@ -69,7 +73,7 @@ def test_models_install_is_idempotent(models_dir: Path) -> None:
 def test_register_rejects_a_directory_without_a_model(tmp_path: Path) -> None:
     entry = catalog.find("qdrant/clip-vit-b-32-vision")
     assert entry is not None
-    with pytest.raises(provisioning.ProvisioningError, match="no model.onnx"):
+    with pytest.raises(provisioning.ProvisioningError, match=r"no model\.onnx"):
         provisioning.register(entry, tmp_path, tmp_path / "models", print)
 
 

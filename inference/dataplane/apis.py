@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 
 from console.models import Cluster
 from console.selectors import api_key_for_secret
-from inference.dataplane import services
+from inference.dataplane import inflight, services
 from inference.dataplane.errors import DataPlaneError, describe
 from inference.usage import emit_usage
 
@@ -45,9 +45,9 @@ def _api_key_of(request: HttpRequest) -> str:
 class DataPlaneApi(APIView):
     """Base of every data-plane view: API-key auth, cluster state, Qdrant response and error shapes."""
 
-    authentication_classes: ClassVar[list[type]] = []
-    permission_classes: ClassVar[list[type]] = []
-    parser_classes: ClassVar[list[type]] = [JSONParser]
+    authentication_classes = []  # the data plane authenticates API keys itself (see `_authenticate`)
+    permission_classes = []
+    parser_classes = [JSONParser]
     # HTTP methods that change data need a read-write key; everything else accepts read-only keys.
     write_methods: ClassVar[frozenset[str]] = frozenset({"PUT", "DELETE"})
     write_posts: ClassVar[bool] = False  # POST is a write for this view (e.g. points/delete)
@@ -59,12 +59,6 @@ class DataPlaneApi(APIView):
         self._started = time.perf_counter()
         super().initial(request, *args, **kwargs)
         self.cluster = self._authenticate(request, kwargs["cluster_id"])
-        if self.cluster.status == Cluster.Status.RESTARTING:
-            raise DataPlaneError(
-                "Service unavailable: the cluster is restarting to apply a new configuration; retry shortly",
-                503,
-                {"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
 
     def _authenticate(self, request: Request, cluster_id: str) -> Cluster:
         secret = _api_key_of(request)
@@ -94,7 +88,16 @@ class DataPlaneApi(APIView):
 
     def answer(self, call: Callable[..., services.Result], **kwargs: Any) -> Response:
         """Run one service call and wrap its result and usage as Qdrant does."""
-        result, usage = call(cluster=self.cluster, **kwargs)
+        with inflight.track(self.cluster.id):  # a restart waits for these before closing storage
+            # Read the state again once counted: a restart that begins after this read will wait for us.
+            self.cluster.refresh_from_db(fields=["status", "inference_enabled"])
+            if self.cluster.status == Cluster.Status.RESTARTING:
+                raise DataPlaneError(
+                    "Service unavailable: the cluster is restarting to apply a new configuration, retry soon",
+                    503,
+                    {"Retry-After": str(RETRY_AFTER_SECONDS)},
+                )
+            result, usage = call(cluster=self.cluster, **kwargs)
         content: dict[str, Any] = {"result": result, "status": "ok", "time": self._elapsed()}
         if usage:
             request_id = self.request.headers.get("Idempotency-Key") or uuid.uuid4().hex
@@ -237,5 +240,3 @@ FacetApi = _post_view(services.points_facet, write=False, doc="Facet counts of a
 QueryApi = _post_view(services.points_query, write=False, doc="Universal query (inference objects allowed).")
 QueryBatchApi = _post_view(services.points_query_batch, write=False, doc="Several queries at once.")
 QueryGroupsApi = _post_view(services.points_query_groups, write=False, doc="Query grouped by a field.")
-SearchApi = _post_view(services.points_search, write=False, doc="Legacy search with a raw vector.")
-SearchBatchApi = _post_view(services.points_search_batch, write=False, doc="Legacy batch search.")

@@ -167,7 +167,7 @@ def points_retrieve(*, cluster: Cluster, collection: str, body: dict[str, Any]) 
         collection,
         req.ids,
         with_payload=with_payload,
-        with_vector=with_vector,  # type: ignore[arg-type]
+        with_vector=with_vector,
     ), {}
 
 
@@ -219,39 +219,6 @@ def points_query_groups(*, cluster: Cluster, collection: str, body: dict[str, An
     return store.query_groups(collection, req), resolved.usage
 
 
-def points_search(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
-    """Legacy search with a raw vector, answered through query (same engine underneath)."""
-    req = models.SearchRequest.model_validate(body)
-    result = _store(cluster).query(collection, _search_as_query(req))
-    return result["points"], {}
-
-
-def points_search_batch(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
-    """Legacy search batch with raw vectors."""
-    batch = models.SearchRequestBatch.model_validate(body)
-    results = _store(cluster).query_batch(collection, [_search_as_query(s) for s in batch.searches])
-    return [r["points"] for r in results], {}
-
-
-def _search_as_query(req: models.SearchRequest) -> models.QueryRequest:
-    vector = req.vector
-    using: str | None = None
-    query: Any = vector
-    if isinstance(vector, (models.NamedVector, models.NamedSparseVector)):
-        using, query = vector.name, vector.vector
-    return models.QueryRequest(
-        query=query,
-        using=using,
-        filter=req.filter,
-        params=req.params,
-        limit=req.limit,
-        offset=req.offset,
-        with_payload=req.with_payload,
-        with_vector=req.with_vector,
-        score_threshold=req.score_threshold,
-    )
-
-
 # --- helpers ---------------------------------------------------------------------------------------------
 
 
@@ -262,7 +229,9 @@ def _points_of(body: dict[str, Any]) -> list[models.PointStruct]:
         ids = list(batch.ids)
         size = len(ids)
         vectors = batch.vectors
-        payloads = list(batch.payloads) if batch.payloads is not None else [None] * size
+        payloads: list[dict[str, Any] | None] = (
+            list(batch.payloads) if batch.payloads is not None else [None] * size
+        )
         if isinstance(vectors, dict):
             columns = {name: list(values) for name, values in vectors.items()}
             if any(len(values) != size for values in columns.values()):

@@ -29,7 +29,5 @@ urlpatterns = [
     path(f"{C}/points/query", apis.QueryApi.as_view()),
     path(f"{C}/points/query/batch", apis.QueryBatchApi.as_view()),
     path(f"{C}/points/query/groups", apis.QueryGroupsApi.as_view()),
-    path(f"{C}/points/search", apis.SearchApi.as_view()),
-    path(f"{C}/points/search/batch", apis.SearchBatchApi.as_view()),
     path(f"{C}/points/<str:point_id>", apis.PointApi.as_view()),
 ]

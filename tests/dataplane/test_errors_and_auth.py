@@ -40,7 +40,10 @@ def api(cluster: CreatedCluster) -> Api:
     status, _ = api.call(
         "put",
         "/collections/c",
-        {"vectors": {"dense": {"size": 384, "distance": "Cosine"}}, "sparse_vectors": {"bm25": {"modifier": "idf"}}},
+        {
+            "vectors": {"dense": {"size": 384, "distance": "Cosine"}},
+            "sparse_vectors": {"bm25": {"modifier": "idf"}},
+        },
     )
     assert status == 200
     status, _ = api.call("put", "/collections/small", {"vectors": {"size": 3, "distance": "Cosine"}})
@@ -72,7 +75,10 @@ BAD_UPSERTS = [
         id="dimension-mismatch",
     ),
     pytest.param(
-        "c", {"points": [{"id": 1, "vector": {"dense": doc("x", "no/such-model")}}]}, "not supported", id="unknown"
+        "c",
+        {"points": [{"id": 1, "vector": {"dense": doc("x", "no/such-model")}}]},
+        "not supported",
+        id="unknown",
     ),
     pytest.param(
         "c",
@@ -102,7 +108,10 @@ BAD_UPSERTS = [
         id="batch-top-level-object",
     ),
     pytest.param(
-        "c", {"points": [{"id": 1, "vector": {"nope": doc("x")}}]}, "Not existing vector name", id="unknown-name"
+        "c",
+        {"points": [{"id": 1, "vector": {"nope": doc("x")}}]},
+        "Not existing vector name",
+        id="unknown-name",
     ),
 ]
 
@@ -119,14 +128,19 @@ def test_bad_upserts_write_nothing_and_bill_nothing(
 
 def test_update_vectors_rejects_unnamed_objects(api: Api, usage_events: list[UsageEvent]) -> None:
     api.call("put", "/collections/small/points", {"points": [{"id": 1, "vector": [1, 0, 0]}]})
-    status, body = api.call("put", "/collections/small/points/vectors", {"points": [{"id": 1, "vector": doc("x")}]})
+    status, body = api.call(
+        "put", "/collections/small/points/vectors", {"points": [{"id": 1, "vector": doc("x")}]}
+    )
     assert_error(status, body, 400, "Direct Document processing not supported for PointVectors")
     assert usage_events == []
 
 
 def test_malformed_json_and_shapes_are_400(api: Api) -> None:
     response = api.client.put(
-        api.base + "/collections/c/points", data="{not json", content_type="application/json", headers=api.headers
+        api.base + "/collections/c/points",
+        data="{not json",
+        content_type="application/json",
+        headers=api.headers,
     )
     assert response.status_code == 400
     assert "Format error in JSON body" in response.json()["status"]["error"]
@@ -165,7 +179,9 @@ def test_auth_matrix(cluster: CreatedCluster, api: Api) -> None:
     assert_error(status, body, 403, "read-only")
     status, body = Api(cid, read_only_key).call("post", "/collections/small/points/delete", {"points": [1]})
     assert_error(status, body, 403, "read-only")
-    status, body = Api(cid, read_only_key).call("post", "/collections/small/points/query", {"query": [1, 0, 0]})
+    status, body = Api(cid, read_only_key).call(
+        "post", "/collections/small/points/query", {"query": [1, 0, 0]}
+    )
     assert status == 200, body  # reads are fine with a read-only key
     bearer = Api(cid, None)
     status, body = bearer.call("get", "/collections", Authorization=f"Bearer {cluster.api_key}")
@@ -178,7 +194,9 @@ def test_inference_off_refuses_objects_but_takes_vectors(
     cluster: CreatedCluster, api: Api, usage_events: list[UsageEvent]
 ) -> None:
     Cluster.objects.filter(pk=cluster.cluster.pk).update(inference_enabled=False)
-    status, body = api.call("put", "/collections/c/points", {"points": [{"id": 1, "vector": {"dense": doc("x")}}]})
+    status, body = api.call(
+        "put", "/collections/c/points", {"points": [{"id": 1, "vector": {"dense": doc("x")}}]}
+    )
     assert_error(status, body, 400, "Inference is not enabled")
     status, body = api.call("put", "/collections/small/points", {"points": [{"id": 1, "vector": [1, 0, 0]}]})
     assert status == 200, body

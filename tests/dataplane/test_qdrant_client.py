@@ -123,8 +123,12 @@ def test_query_batch(hybrid: QdrantClient) -> None:
     results = hybrid.query_batch_points(
         "docs",
         requests=[
-            models.QueryRequest(query=models.Document(text="fruit nutrition", model=MINILM), using="dense", limit=1),
-            models.QueryRequest(query=models.Document(text="art museum", model=MINILM), using="dense", limit=1),
+            models.QueryRequest(
+                query=models.Document(text="fruit nutrition", model=MINILM), using="dense", limit=1
+            ),
+            models.QueryRequest(
+                query=models.Document(text="art museum", model=MINILM), using="dense", limit=1
+            ),
         ],
     )
     assert [r.points[0].id for r in results] == [2, 4]
@@ -133,7 +137,9 @@ def test_query_batch(hybrid: QdrantClient) -> None:
 def test_update_vectors_with_a_document(hybrid: QdrantClient) -> None:
     hybrid.update_vectors(
         "docs",
-        points=[models.PointVectors(id=2, vector={"dense": models.Document(text="Rust ownership", model=MINILM)})],
+        points=[
+            models.PointVectors(id=2, vector={"dense": models.Document(text="Rust ownership", model=MINILM)})
+        ],
     )
     stored = hybrid.retrieve("docs", ids=[2], with_vectors=["dense"])[0]
     assert np.allclose(stored.vector["dense"], engine_vector("Rust ownership", MINILM), atol=1e-5)  # type: ignore[index]
@@ -142,7 +148,9 @@ def test_update_vectors_with_a_document(hybrid: QdrantClient) -> None:
 def test_usage_is_reported_and_emitted_once_per_model(
     client: QdrantClient, usage_events: list[UsageEvent], cluster: CreatedCluster
 ) -> None:
-    client.create_collection("u", vectors_config=models.VectorParams(size=384, distance=models.Distance.COSINE))
+    client.create_collection(
+        "u", vectors_config=models.VectorParams(size=384, distance=models.Distance.COSINE)
+    )
     text = "hello world"
     client.upsert(
         "u",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from argparse import ArgumentParser
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -39,7 +39,7 @@ class Command(BaseCommand):
             except ValueError as exc:
                 raise CommandError(f"--created-at is not an ISO date/time: {exc}") from None
             if timezone.is_naive(created_at):
-                created_at = timezone.make_aware(created_at, timezone.UTC)
+                created_at = created_at.replace(tzinfo=UTC)
         try:
             created = cluster_create(
                 name=options["name"],
