@@ -7,7 +7,7 @@ DATA_DIR ?= $(CURDIR)/data
 MODELS_DIR ?= $(DATA_DIR)/models
 PG_URL ?= postgres://postgres@127.0.0.1:5432/inference_console
 REDIS_URL ?= redis://127.0.0.1:6379/0
-export DATA_DIR MODELS_DIR
+export DATA_DIR MODELS_DIR PORT
 export HF_HUB_OFFLINE := 1
 
 .PHONY: setup install migrate models run test lint bench clean
@@ -32,6 +32,7 @@ models: install
 # One web process with threads: Qdrant Edge allows one opener per shard directory.
 run: setup
 	$(PY) manage.py collectstatic --noinput -v 0
+	$(PY) manage.py demo_cluster
 	@trap 'kill 0' EXIT INT TERM; \
 	$(VENV)/bin/celery -A console worker --loglevel INFO --concurrency 1 & \
 	echo "Serving on http://127.0.0.1:$(PORT)/ (data in $(DATA_DIR))"; \

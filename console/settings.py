@@ -116,6 +116,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns about a missing directory before collectstatic
+WHITENOISE_USE_FINDERS = True  # serve app static files (Swagger UI sidecar) even before collectstatic
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -159,6 +160,26 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# `make run`'s worker consumes this queue; tests use a queue of their own on a shared Redis.
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "celery")
+# `make run` embeds beat in its worker (-B): the reaper puts restart jobs of dead workers back to work.
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-restart-jobs": {"task": "console.tasks.reap_stale_restart_jobs", "schedule": 60.0},
+}
+
+# --- cluster restart jobs (console/tasks.py) and the web process's control endpoint (console/agent.py) ----
+# Where the worker reaches the web process; empty = PUBLIC_URL. The endpoint is authenticated by an HMAC
+# keyed with CONTROL_TOKEN (empty = derived from SECRET_KEY, so web and worker agree with no extra config).
+CONTROL_URL = env_str("CONTROL_URL", "")
+CONTROL_TOKEN = env_str("CONTROL_TOKEN", "")
+RESTART_DRAIN_TIMEOUT = env_float("RESTART_DRAIN_TIMEOUT", 30.0)  # seconds in-flight requests may finish in
+RESTART_CONTROL_TIMEOUT = env_float("RESTART_CONTROL_TIMEOUT", 60.0)  # per control call (warming loads models)
+RESTART_STEP_ATTEMPTS = env_int("RESTART_STEP_ATTEMPTS", 3, minimum=1)  # tries of a step on transient errors
+RESTART_RETRY_BACKOFF = env_float("RESTART_RETRY_BACKOFF", 1.0)  # first pause between tries; doubles
+# A running job whose heartbeat is older than this is presumed dead (its worker was killed) and is claimed
+# again. Must exceed the longest single try of a step: drain timeout + control timeout + backoff.
+RESTART_STALE_AFTER = env_float("RESTART_STALE_AFTER", 300.0)
+RESTART_MAX_ATTEMPTS = env_int("RESTART_MAX_ATTEMPTS", 3, minimum=1)  # claims before a job is failed
 
 # --- inference engine ----------------------------------------------------------------------------------
 INFERENCE_WORKERS = env_int("INFERENCE_WORKERS", 2, minimum=1)  # in-process ONNX worker threads

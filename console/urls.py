@@ -15,7 +15,7 @@ urlpatterns = [
     path("api/v1/models", ModelListApi.as_view(), name="model-list"),
     path("inference", InferenceServiceApi.as_view(), name="inference-service"),
     # qdrant-client asks for the root without a trailing slash ("{url}" itself).
-    path("clusters/<str:cluster_id>", RootApi.as_view()),
+    path("clusters/<str:cluster_id>", RootApi.as_view(schema=None)),
     path("clusters/<str:cluster_id>/", include("inference.dataplane.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from django.http import HttpRequest
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
@@ -42,12 +44,34 @@ def _api_key_of(request: HttpRequest) -> str:
     return ""
 
 
+class DataPlaneSchema(AutoSchema):
+    """OpenAPI for the data plane: bodies are Qdrant's REST shapes (see Qdrant's own OpenAPI for detail)."""
+
+    def get_tags(self) -> list[str]:
+        """One tag for every data-plane route."""
+        return ["data plane (Qdrant REST)"]
+
+    def get_request_serializer(self) -> Any:
+        """Request bodies are free-form Qdrant JSON, inference objects allowed wherever vectors are."""
+        return OpenApiTypes.OBJECT if self.method in ("PUT", "POST", "PATCH") else None
+
+    def get_response_serializers(self) -> Any:
+        """`{"result", "status", "time", "usage"?}` as Qdrant answers."""
+        return OpenApiTypes.OBJECT
+
+    def get_operation_id(self) -> str:
+        """Named after the Qdrant path, so every route gets a distinct, readable id."""
+        parts = [p.strip("{}") for p in self.path.split("/") if p][2:]  # drop clusters/{cluster_id}
+        return "_".join([*parts, self.method.lower()]) if parts else "root_get"
+
+
 class DataPlaneApi(APIView):
     """Base of every data-plane view: API-key auth, cluster state, Qdrant response and error shapes."""
 
     authentication_classes = []  # the data plane authenticates API keys itself (see `_authenticate`)
     permission_classes = []
     parser_classes = [JSONParser]
+    schema = DataPlaneSchema()
     # HTTP methods that change data need a read-write key; everything else accepts read-only keys.
     write_methods: ClassVar[frozenset[str]] = frozenset({"PUT", "DELETE"})
     write_posts: ClassVar[bool] = False  # POST is a write for this view (e.g. points/delete)
@@ -125,7 +149,6 @@ class RootApi(DataPlaneApi):
         if not Cluster.objects.filter(pk=kwargs["cluster_id"]).exists():
             raise DataPlaneError(f"Not found: cluster {kwargs['cluster_id']} does not exist", 404)
 
-    @extend_schema(operation_id="cluster_root")
     def get(self, request: Request, cluster_id: str) -> Response:
         """Server title and version."""
         return Response({"title": "qdrant - vector search engine", "version": QDRANT_VERSION, "commit": None})
@@ -164,11 +187,15 @@ class CollectionExistsApi(DataPlaneApi):
 
 
 class PayloadIndexApi(DataPlaneApi):
-    """`PUT /collections/{name}/index` and `DELETE /collections/{name}/index/{field}`."""
+    """`PUT /collections/{name}/index`."""
 
     def put(self, request: Request, cluster_id: str, collection: str) -> Response:
         """Create a payload index."""
         return self.answer(services.payload_index_create, collection=collection, body=self.body())
+
+
+class PayloadIndexFieldApi(DataPlaneApi):
+    """`DELETE /collections/{name}/index/{field}`."""
 
     def delete(self, request: Request, cluster_id: str, collection: str, field_name: str) -> Response:
         """Delete a payload index."""

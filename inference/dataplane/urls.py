@@ -14,7 +14,7 @@ urlpatterns = [
     path(C, apis.CollectionApi.as_view()),
     path(f"{C}/exists", apis.CollectionExistsApi.as_view()),
     path(f"{C}/index", apis.PayloadIndexApi.as_view()),
-    path(f"{C}/index/<str:field_name>", apis.PayloadIndexApi.as_view()),
+    path(f"{C}/index/<str:field_name>", apis.PayloadIndexFieldApi.as_view()),
     path(f"{C}/points", apis.PointsApi.as_view()),
     path(f"{C}/points/delete", apis.PointsDeleteApi.as_view()),
     path(f"{C}/points/vectors", apis.VectorsApi.as_view()),
