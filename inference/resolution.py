@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inference.engine.engine import Embeddings
-from inference.engine.types import EmbedRequest, InputType, Kind, SparseVector, Vector
+from inference.engine.types import EmbedRequest, InputType, Kind, SparseVector, Vector, vector_json
 from inference.storage.base import DEFAULT_VECTOR_NAME, BadRequest, StorageError, VectorConfig
 
 __all__ = ["InferenceDisabled", "Resolved", "Resolver"]
@@ -103,13 +103,6 @@ def _result_shape(vector: Vector) -> _Shape:
     if vector and isinstance(vector[0], list):
         return _Shape("multi", tuple(len(row) for row in vector if isinstance(row, list)))
     return _Shape("dense", (len(vector),))
-
-
-def _vector_json(vector: Vector) -> Any:
-    """The REST form of an engine vector: a list of floats, ``{"indices", "values"}`` or a list of lists."""
-    if isinstance(vector, SparseVector):
-        return {"indices": list(vector.indices), "values": list(vector.values)}
-    return [list(row) if isinstance(row, list) else row for row in vector]
 
 
 def _inference_object(value: object) -> tuple[InputType, Any, str, dict[str, Any] | None] | None:
@@ -462,5 +455,5 @@ class Resolver:
         for slot in walk.slots:
             vector = embeddings.results[index_of[slot.request.dedup_key()]].vector
             _check_inferred(config, slot, _result_shape(vector))
-            slot.container[slot.key] = _vector_json(vector)  # type: ignore[index]
+            slot.container[slot.key] = vector_json(vector)  # type: ignore[index]
         return Resolved(body=work, usage=dict(embeddings.usage))

@@ -7,7 +7,7 @@ from typing import Any
 
 from console.selectors import cluster_for_inference_token
 from inference.embedding import get_engine
-from inference.engine.types import EmbedRequest, InputType, Kind, SparseVector, Vector
+from inference.engine.types import EmbedRequest, InputType, Kind, vector_json
 from inference.usage import emit_usage
 
 
@@ -17,13 +17,6 @@ class InferenceServiceError(Exception):
     def __init__(self, message: str, status_code: int) -> None:
         super().__init__(message)
         self.status_code = status_code
-
-
-def vector_to_json(vector: Vector) -> Any:
-    """A vector in Qdrant's JSON form: a list, `{"indices", "values"}`, or a list of lists."""
-    if isinstance(vector, SparseVector):
-        return {"indices": vector.indices, "values": vector.values}
-    return vector
 
 
 def inference_service_embed(
@@ -52,4 +45,4 @@ def inference_service_embed(
     ]
     result = get_engine().embed(requests)
     emit_usage(cluster_id=cluster.id, request_id=uuid.uuid4().hex, usage=result.usage)
-    return [vector_to_json(r.vector) for r in result.results], result.usage
+    return [vector_json(r.vector) for r in result.results], result.usage

@@ -96,6 +96,16 @@ class SparseVector:
 Vector = list[float] | SparseVector | list[list[float]]
 
 
+def vector_json(vector: Vector) -> Any:
+    """A vector in Qdrant's JSON form: a list of floats, `{"indices", "values"}`, or a list of lists.
+
+    Always a fresh object: callers put it into request bodies that must not share lists with results.
+    """
+    if isinstance(vector, SparseVector):
+        return {"indices": list(vector.indices), "values": list(vector.values)}
+    return [list(row) if isinstance(row, list) else row for row in vector]
+
+
 @dataclass(frozen=True)
 class EmbedResult:
     """The vector for one request and the number of tokens the model actually processed for it."""
