@@ -132,6 +132,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
 
+# Qdrant accepts request bodies up to 32 MB (max_request_size_mb); an upsert of 1,000 384-d points is ~8 MB.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_SIZE_MB", 32, minimum=1) * 1024 * 1024
+
 # --- REST framework ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -172,10 +175,12 @@ CELERY_BEAT_SCHEDULE = {
 # keyed with CONTROL_TOKEN (empty = derived from SECRET_KEY, so web and worker agree with no extra config).
 CONTROL_URL = env_str("CONTROL_URL", "")
 CONTROL_TOKEN = env_str("CONTROL_TOKEN", "")
-RESTART_DRAIN_TIMEOUT = env_float("RESTART_DRAIN_TIMEOUT", 30.0)  # seconds in-flight requests may finish in
-RESTART_CONTROL_TIMEOUT = env_float("RESTART_CONTROL_TIMEOUT", 60.0)  # per control call (warming loads models)
-RESTART_STEP_ATTEMPTS = env_int("RESTART_STEP_ATTEMPTS", 3, minimum=1)  # tries of a step on transient errors
-RESTART_RETRY_BACKOFF = env_float("RESTART_RETRY_BACKOFF", 1.0)  # first pause between tries; doubles
+# Seconds: how long in-flight requests may take to finish; per control call (warming loads models); tries of
+# a step on transient errors; the first pause between tries (it doubles).
+RESTART_DRAIN_TIMEOUT = env_float("RESTART_DRAIN_TIMEOUT", 30.0)
+RESTART_CONTROL_TIMEOUT = env_float("RESTART_CONTROL_TIMEOUT", 60.0)
+RESTART_STEP_ATTEMPTS = env_int("RESTART_STEP_ATTEMPTS", 3, minimum=1)
+RESTART_RETRY_BACKOFF = env_float("RESTART_RETRY_BACKOFF", 1.0)
 # A running job whose heartbeat is older than this is presumed dead (its worker was killed) and is claimed
 # again. Must exceed the longest single try of a step: drain timeout + control timeout + backoff.
 RESTART_STALE_AFTER = env_float("RESTART_STALE_AFTER", 300.0)

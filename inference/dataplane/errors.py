@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from django.core.exceptions import RequestDataTooBig
 from pydantic import ValidationError
 
 from inference.engine.types import EngineError
@@ -37,6 +38,8 @@ def describe(exc: Exception) -> tuple[int, str, dict[str, str]]:
             logger.error("inference failed: %s", exc)
             return exc.status_code, f"Service internal error: Inference service error: {exc}", {}
         return exc.status_code, f"Bad request: Inference request validation failed: {exc}", {}
+    if isinstance(exc, RequestDataTooBig):
+        return 413, "Payload too large: the request body exceeds the server's limit", {}
     if isinstance(exc, ValidationError):
         return 400, f"Format error in JSON body: {_pydantic_summary(exc)}", {}
     logger.exception("unexpected error in the data plane")

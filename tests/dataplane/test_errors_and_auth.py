@@ -230,3 +230,12 @@ def test_usage_in_response_and_idempotency_key_request_id(api: Api, usage_events
     assert [(e.model, e.tokens, e.request_id) for e in usage_events] == [(MINILM, 4, "abc-123")]
     status, body = api.call("post", "/collections/c/points/query", {"query": [0.1] * 384, "using": "dense"})
     assert status == 200 and "usage" not in body
+
+
+def test_oversized_body_is_413_not_500(api: Api, settings: Any) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    status, body = api.call(
+        "put", "/collections/small/points", {"points": [{"id": i, "vector": [1, 0, 0]} for i in range(200)]}
+    )
+    assert_error(status, body, 413, "Payload too large")
+    assert count(api, "small") == 0
