@@ -95,6 +95,9 @@ def main() -> None:
     )
     cores = os.cpu_count() or 1
     fastembed = TextEmbedding(name, specific_model_path=str(model_dir), threads=cores)
+    # fastembed truncates at the tokenizer's 512; the catalog's context window is what both must process.
+    if entry.spec.context_window:
+        fastembed.model.tokenizer.enable_truncation(max_length=entry.spec.context_window)  # type: ignore[attr-defined]
     list(fastembed.embed(texts[:64], batch_size=args.batch))
 
     engine_s = best_of(3, lambda: engine.embed(requests))
