@@ -59,7 +59,8 @@ class InferenceServiceApi(APIView):
         try:
             embeddings, usage = inference_service_embed(**serializer.validated_data)
         except InferenceServiceError as exc:
-            return Response({"error": str(exc)}, status=exc.status_code)
+            headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+            return Response({"error": str(exc)}, status=exc.status_code, headers=headers)
         except EngineError as exc:
             return Response({"error": str(exc)}, status=exc.status_code)
         return Response(

@@ -15,7 +15,7 @@ class CatalogModelSerializer(serializers.Serializer):
     dimensions = serializers.IntegerField(source="entry.spec.dim", allow_null=True)
     context_window = serializers.IntegerField(source="entry.spec.context_window", allow_null=True)
     price_per_million_tokens = serializers.DecimalField(
-        source="entry.price_per_million", max_digits=12, decimal_places=6, coerce_to_string=True
+        source="price_per_million", max_digits=12, decimal_places=6, coerce_to_string=True
     )
     installed = serializers.BooleanField()
     description = serializers.CharField(source="entry.description")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from billing.services import RateLimited, usage_limit_check
 from console.selectors import cluster_for_inference_token
 from inference.embedding import get_engine
 from inference.engine.types import EmbedRequest, InputType, Kind, vector_json
@@ -14,9 +15,10 @@ from inference.usage import emit_usage
 class InferenceServiceError(Exception):
     """A refused inference-service call, with the HTTP status Qdrant maps (401 -> auth failed, 400 -> ...)."""
 
-    def __init__(self, message: str, status_code: int) -> None:
+    def __init__(self, message: str, status_code: int, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.retry_after = retry_after
 
 
 def inference_service_embed(
@@ -32,6 +34,10 @@ def inference_service_embed(
         raise InferenceServiceError("Invalid or missing inference token", 401)
     if not cluster.inference_enabled:
         raise InferenceServiceError(f"Inference is not enabled for cluster {cluster.id}", 403)
+    try:
+        usage_limit_check(cluster_id=cluster.id)
+    except RateLimited as exc:
+        raise InferenceServiceError(str(exc), 429, exc.retry_after_seconds) from exc
     kind = Kind.QUERY if inference == "search" else Kind.DOCUMENT
     requests = [
         EmbedRequest(

@@ -40,6 +40,7 @@ def test_health() -> None:
     assert response.json() == {"status": "ok", "database": "ok"}
 
 
+@pytest.mark.django_db
 def test_catalog_api_lists_every_model_honestly(models_dir: Path) -> None:
     models = {m["name"]: m for m in Client().get("/api/v1/models").json()}
     assert len(models) == len(catalog.CATALOG) == 9

@@ -22,6 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing.services import usage_limit_check
 from console.models import Cluster
 from console.selectors import api_key_for_secret
 from inference.dataplane import inflight, services
@@ -29,6 +30,17 @@ from inference.dataplane.errors import DataPlaneError, describe
 from inference.usage import emit_usage
 
 RETRY_AFTER_SECONDS = 5
+# The service calls that may run a model (and so are subject to the cluster's tokens-per-minute limit).
+INFERENCE_CALLS = frozenset(
+    {
+        services.points_upsert,
+        services.points_update_vectors,
+        services.points_batch,
+        services.points_query,
+        services.points_query_batch,
+        services.points_query_groups,
+    }
+)
 QDRANT_VERSION = importlib.metadata.version("qdrant-client")  # a server version the client accepts
 
 
@@ -120,6 +132,8 @@ class DataPlaneApi(APIView):
                     503,
                     {"Retry-After": str(RETRY_AFTER_SECONDS)},
                 )
+            if call in INFERENCE_CALLS:  # over its tokens-per-minute limit: 429 before any model runs
+                usage_limit_check(cluster_id=self.cluster.id)
             result, usage = call(cluster=self.cluster, **kwargs)
         content: dict[str, Any] = {"result": result, "status": "ok", "time": self._elapsed()}
         if usage:

@@ -7,6 +7,7 @@ import logging
 from django.core.exceptions import RequestDataTooBig
 from pydantic import ValidationError
 
+from billing.services import RateLimited
 from inference.engine.types import EngineError
 from inference.storage import StorageError
 
@@ -38,6 +39,8 @@ def describe(exc: Exception) -> tuple[int, str, dict[str, str]]:
             logger.error("inference failed: %s", exc)
             return exc.status_code, f"Service internal error: Inference service error: {exc}", {}
         return exc.status_code, f"Bad request: Inference request validation failed: {exc}", {}
+    if isinstance(exc, RateLimited):
+        return 429, f"Too many requests: {exc}", {"Retry-After": str(exc.retry_after_seconds)}
     if isinstance(exc, RequestDataTooBig):
         return 413, "Payload too large: the request body exceeds the server's limit", {}
     if isinstance(exc, ValidationError):

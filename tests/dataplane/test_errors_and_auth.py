@@ -239,3 +239,24 @@ def test_oversized_body_is_413_not_500(api: Api, settings: Any) -> None:
     )
     assert_error(status, body, 413, "Payload too large")
     assert count(api, "small") == 0
+
+
+def test_tokens_per_minute_limit_answers_429_before_any_model_runs(
+    cluster: CreatedCluster, api: Api, usage_events: list[UsageEvent]
+) -> None:
+    from billing.services import cluster_limit_set
+
+    cluster_limit_set(cluster_id=cluster.cluster.id, tokens_per_minute=3)
+    query = {"query": doc("hello world"), "using": "dense"}
+    status, body = api.call("post", "/collections/c/points/query", query)
+    assert status == 200, body  # 4 tokens: the limit is reached only after this request
+    response = api.client.post(
+        api.base + "/collections/c/points/query", data=json.dumps(query), content_type="application/json",
+        headers=api.headers,
+    )  # fmt: skip
+    assert response.status_code == 429
+    assert int(response.headers["Retry-After"]) >= 1
+    assert "Too many requests" in response.json()["status"]["error"]
+    assert len(usage_events) == 1  # the refused request billed nothing
+    status, body = api.call("post", "/collections/c/points/scroll", {})
+    assert status == 200, body  # requests that run no model are not limited

@@ -1,0 +1,403 @@
+"""Writes about billing: recording usage exactly once, price and allowance changes, limits, roll-up rebuilds.
+
+Recording usage
+---------------
+`usage_record` turns the usage events of one request into ledger rows in ONE short transaction, after the
+inference already ran (no transaction is ever open while a model runs). Exactly-once is the database's job:
+rows are inserted with ON CONFLICT (cluster, request_id, model) DO NOTHING RETURNING, so a retried request
+(same Idempotency-Key) or a redelivered event inserts nothing, however many race, and the roll-ups are
+incremented (with F(), in the same transaction) only for the rows that were actually inserted. Lock order is
+always ledger rows, then roll-up rows, each sorted, so concurrent recorders never deadlock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Field
+from django.utils import timezone
+
+from billing.models import (
+    LIST_PRICE_EPOCH,
+    REQUEST_ID_LENGTH,
+    ClusterLimit,
+    ModelAllowance,
+    ModelPrice,
+    UsageRecord,
+    UsageRollup,
+)
+from billing.periods import Granularity, Month, as_utc, floor_to
+from billing.selectors import (
+    RollupComparison,
+    price_in_force,
+    rollup_comparison,
+    rollups_from_ledger,
+    usage_tokens_between,
+)
+from inference import catalog
+from inference.usage import UsageEvent
+
+logger = logging.getLogger(__name__)
+
+# A price change takes effect at least this far in the future, so it can never apply to usage that was
+# already recorded, or that is being recorded while the change commits, under the previous price.
+PRICE_CHANGE_LEAD = timedelta(seconds=60)
+_INSERT_CHUNK = 500  # rows per INSERT statement (well under every backend's parameter limit)
+
+
+class BillingError(Exception):
+    """A billing change was refused; the message says why."""
+
+
+class RateLimited(Exception):
+    """The cluster already spent its tokens for the current UTC minute; retry after `retry_after_seconds`."""
+
+    def __init__(self, *, retry_after_seconds: int, limit: int, used: int) -> None:
+        self.retry_after_seconds = retry_after_seconds
+        self.limit = limit
+        self.used = used
+        super().__init__(
+            f"Rate limit exceeded: {used} of {limit} tokens per minute already used; "
+            f"retry after {retry_after_seconds} s"
+        )
+
+
+# --- recording usage ------------------------------------------------------------------------------------
+
+RecordKey = tuple[str, str, str]  # cluster_id, request_id, model
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """What `usage_record` did: events received, rows inserted, duplicates dropped, tokens billed.
+
+    `duplicates` counts events with tokens whose key was already in the ledger or earlier in the same batch.
+    """
+
+    received: int
+    inserted: int
+    duplicates: int
+    tokens: int
+
+
+def normalize_request_id(request_id: str) -> str:
+    """The request id as stored: itself, or a SHA-256 digest when a client's Idempotency-Key is too long.
+
+    Hashing (instead of truncating) keeps distinct long keys distinct and the same key the same on retry.
+    """
+    if len(request_id) <= REQUEST_ID_LENGTH:
+        return request_id
+    return "sha256:" + hashlib.sha256(request_id.encode()).hexdigest()
+
+
+def usage_record(*, events: Sequence[UsageEvent]) -> RecordResult:
+    """Persist usage events exactly once each and bump the hourly and daily roll-ups of those inserted.
+
+    Safe to call again with the same events (a redelivery): nothing is inserted or counted twice.
+    """
+    unique: dict[RecordKey, UsageRecord] = {}
+    billable = [e for e in events if e.tokens > 0]  # zero is nothing to bill (the ledger refuses such rows)
+    for event in billable:
+        record = UsageRecord(
+            cluster_id=event.cluster_id,
+            model=event.model,
+            tokens=event.tokens,
+            request_id=normalize_request_id(event.request_id),
+            time=as_utc(event.time),
+            recorded_at=timezone.now(),
+        )
+        unique.setdefault((record.cluster_id, record.request_id, record.model), record)
+    if not unique:
+        return RecordResult(received=len(events), inserted=0, duplicates=0, tokens=0)
+    # Prices are read before the transaction: they change only PRICE_CHANGE_LEAD ahead, so this is safe.
+    for record in unique.values():
+        record.price = _price_for(model=record.model, at=record.time)
+    # Sorted, so concurrent inserts of overlapping keys (retries) take row locks in the same order.
+    records = [unique[key] for key in sorted(unique)]
+    with transaction.atomic():
+        inserted_keys = _insert_ignoring_duplicates(records)
+        inserted = [r for r in records if (r.cluster_id, r.request_id, r.model) in inserted_keys]
+        _rollups_increment(inserted)
+    return RecordResult(
+        received=len(events),
+        inserted=len(inserted),
+        duplicates=len(billable) - len(inserted),
+        tokens=sum(r.tokens for r in inserted),
+    )
+
+
+def _price_for(*, model: str, at: datetime) -> ModelPrice | None:
+    """The price in force for a record; a catalog model without any price history gets its list price."""
+    price = price_in_force(model=model, at=at)
+    if price is not None:
+        return price
+    entry = catalog.find(model)
+    if entry is None or ModelPrice.objects.filter(model=model).exists():
+        # Unknown to the catalog, or priced only from later on: recorded unpriced (billed 0), and said so.
+        logger.warning("billing: no price in force for model %s at %s; recorded at 0", model, at.isoformat())
+        return None
+    # A model added to the catalog after the seeding migration: start its history at the list price.
+    price, _ = ModelPrice.objects.get_or_create(
+        model=model, effective_from=LIST_PRICE_EPOCH, defaults={"price_per_million": entry.price_per_million}
+    )
+    return price
+
+
+_RECORD_FIELDS = ("cluster", "model", "tokens", "request_id", "time", "price", "recorded_at")
+
+
+def _insert_ignoring_duplicates(records: list[UsageRecord]) -> set[RecordKey]:
+    """Insert the records whose key is not in the ledger yet; return the keys of those actually inserted."""
+    if connection.vendor in ("postgresql", "sqlite") and connection.features.can_return_rows_from_bulk_insert:
+        inserted: set[RecordKey] = set()
+        for offset in range(0, len(records), _INSERT_CHUNK):
+            inserted |= _insert_returning(records[offset : offset + _INSERT_CHUNK])
+        return inserted
+    return _insert_one_by_one(records)
+
+
+def _concrete_field(name: str) -> Field[Any, Any]:
+    """A concrete field of UsageRecord by name (its `column` is then always set)."""
+    field = UsageRecord._meta.get_field(name)
+    if not isinstance(field, Field) or not field.column:
+        raise TypeError(f"UsageRecord.{name} is not a concrete field")
+    return field
+
+
+def _insert_returning(records: list[UsageRecord]) -> set[RecordKey]:
+    """INSERT ... ON CONFLICT (cluster, request_id, model) DO NOTHING RETURNING the inserted keys.
+
+    One statement, and the database decides: concurrent inserts of a key wait for each other and exactly
+    one of them returns it. (Django's bulk_create(ignore_conflicts=True) cannot say which rows went in.)
+    """
+    meta = UsageRecord._meta
+    qn = connection.ops.quote_name
+    fields = [_concrete_field(name) for name in _RECORD_FIELDS]
+    columns = ", ".join(qn(f.column) for f in fields)
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    key_columns = ", ".join(qn(_concrete_field(n).column) for n in ("cluster", "request_id", "model"))
+    sql = (
+        f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES {', '.join([row] * len(records))} "
+        f"ON CONFLICT ({key_columns}) DO NOTHING RETURNING {key_columns}"
+    )
+    # Each value prepared by its own field, exactly as the ORM would (time zones, decimals, FK ids).
+    params = [f.get_db_prep_save(getattr(r, f.attname), connection) for r in records for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {(str(c), str(q), str(m)) for c, q, m in cursor.fetchall()}
+
+
+def _insert_one_by_one(records: list[UsageRecord]) -> set[RecordKey]:
+    """Portable fallback: each row in a savepoint; a unique-key conflict means it was already billed."""
+    inserted: set[RecordKey] = set()
+    for record in records:
+        key = (record.cluster_id, record.request_id, record.model)
+        try:
+            with transaction.atomic():
+                record.save(force_insert=True)
+        except IntegrityError:
+            # Only the idempotency key may conflict; anything else is a real error and must surface.
+            if not UsageRecord.objects.filter(cluster_id=key[0], request_id=key[1], model=key[2]).exists():
+                raise
+            continue
+        inserted.add(key)
+    return inserted
+
+
+def _rollups_increment(records: Iterable[UsageRecord]) -> None:
+    """Add inserted ledger rows to their hour and day roll-ups (inside the caller's transaction)."""
+    increments: dict[tuple[str, str, str, datetime], list[int]] = defaultdict(lambda: [0, 0])
+    for record in records:
+        for granularity in (UsageRollup.Granularity.HOUR, UsageRollup.Granularity.DAY):
+            key = (
+                record.cluster_id,
+                record.model,
+                str(granularity),
+                floor_to(record.time, Granularity(granularity)),
+            )
+            increments[key][0] += record.tokens
+            increments[key][1] += 1
+    if not increments:
+        return
+    keys = sorted(increments)  # one lock order for every recorder
+    # Make sure each bucket's row exists (a concurrent creator wins harmlessly), then add with F(): the
+    # UPDATE locks the row and reads the committed value, so concurrent increments are never lost.
+    UsageRollup.objects.bulk_create(
+        [
+            UsageRollup(cluster_id=c, model=m, granularity=g, period_start=p, tokens=0, records=0)
+            for c, m, g, p in keys
+        ],
+        ignore_conflicts=True,
+    )
+    for key in keys:
+        cluster_id, model, stored, period_start = key
+        tokens, count = increments[key]
+        updated = UsageRollup.objects.filter(
+            cluster_id=cluster_id, model=model, granularity=stored, period_start=period_start
+        ).update(tokens=F("tokens") + tokens, records=F("records") + count)
+        if updated != 1:  # cannot happen after the insert above; refuse to lose tokens silently if it does
+            raise RuntimeError(f"roll-up row missing for {cluster_id} {model} {stored} {period_start}")
+
+
+# --- prices, allowances, limits --------------------------------------------------------------------------
+
+
+def _catalog_name(model: str) -> str:
+    """A model's canonical catalog name; BillingError for a model the catalog does not know."""
+    entry = catalog.find(model)
+    if entry is None:
+        raise BillingError(f"Unknown model {model!r}")
+    return entry.name
+
+
+def model_price_set(
+    *, model: str, price_per_million: Decimal, effective_from: datetime | None = None
+) -> ModelPrice:
+    """Schedule a new price per 1M tokens for a model from `effective_from` (default: one minute from now).
+
+    History is append-only and never retroactive: the change must start at least PRICE_CHANGE_LEAD from now,
+    so every record keeps the price that was in force when it was recorded.
+    """
+    name = _catalog_name(model)
+    if (
+        not isinstance(price_per_million, Decimal)
+        or not price_per_million.is_finite()
+        or price_per_million < 0
+    ):
+        raise BillingError("The price must be a finite, non-negative Decimal")
+    if price_per_million.as_tuple().exponent < -6:  # type: ignore[operator]
+        raise BillingError("The price per 1M tokens has at most 6 decimal places")
+    earliest = timezone.now() + PRICE_CHANGE_LEAD
+    when = as_utc(effective_from) if effective_from is not None else earliest
+    if when < earliest:
+        raise BillingError(
+            f"A price change must take effect at least {int(PRICE_CHANGE_LEAD.total_seconds())} seconds from "
+            "now: past usage keeps the price it was recorded under"
+        )
+    try:
+        with transaction.atomic():
+            return ModelPrice.objects.create(
+                model=name, price_per_million=price_per_million, effective_from=when
+            )
+    except IntegrityError:
+        raise BillingError(f"{name} already has a price from {when.isoformat()}") from None
+
+
+def model_allowance_set(
+    *, model: str, free_tokens_per_month: int, effective_month: date | None = None
+) -> ModelAllowance:
+    """Set a model's free tokens per cluster per month, from `effective_month` (default: this UTC month) on.
+
+    Past months are closed: their statements must not change, so only this month or later may be set.
+    """
+    name = _catalog_name(model)
+    if free_tokens_per_month < 0:
+        raise BillingError("The free allowance cannot be negative")
+    current = Month.of(timezone.now())
+    month = Month.of(effective_month) if effective_month is not None else current
+    if effective_month is not None and effective_month.day != 1:
+        raise BillingError("An allowance starts on the first day of a month")
+    if month < current:
+        raise BillingError(f"{month} is closed; set the allowance from {current} on")
+    allowance, _ = ModelAllowance.objects.update_or_create(
+        model=name,
+        effective_month=month.first_day,
+        defaults={"free_tokens_per_month": free_tokens_per_month},
+    )
+    return allowance
+
+
+def cluster_limit_set(*, cluster_id: str, tokens_per_minute: int | None) -> ClusterLimit | None:
+    """Set (or with None, remove) a cluster's tokens-per-minute limit."""
+    if tokens_per_minute is None:
+        ClusterLimit.objects.filter(cluster_id=cluster_id).delete()
+        return None
+    if tokens_per_minute <= 0:
+        raise BillingError("The limit must be a positive number of tokens per minute (None removes it)")
+    limit, _ = ClusterLimit.objects.update_or_create(
+        cluster_id=cluster_id, defaults={"tokens_per_minute": tokens_per_minute, "updated_at": timezone.now()}
+    )
+    return limit
+
+
+def usage_limit_check(*, cluster_id: str) -> None:
+    """Raise RateLimited when the cluster's tokens recorded in the current UTC minute reach its limit.
+
+    Call it before running any model: a limited request then runs nothing and bills nothing. Clusters
+    without a limit always pass. The window is the fixed UTC minute, so Retry-After is the wait until the
+    next one starts (at least 1 s).
+    """
+    limit = (
+        ClusterLimit.objects.filter(cluster_id=cluster_id).values_list("tokens_per_minute", flat=True).first()
+    )
+    if limit is None:
+        return
+    now = timezone.now()
+    minute = as_utc(now).replace(second=0, microsecond=0)
+    used = usage_tokens_between(cluster_id=cluster_id, start=minute, end=minute + timedelta(minutes=1))
+    if used >= limit:
+        wait = (minute + timedelta(minutes=1) - now).total_seconds()
+        raise RateLimited(retry_after_seconds=max(1, math.ceil(wait)), limit=limit, used=used)
+
+
+# --- roll-up verification and rebuild ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RollupRebuild:
+    """What a rebuild wrote, and the comparison made right after it (in the same transaction)."""
+
+    written: int
+    comparison: RollupComparison
+
+
+def _lock_ledger() -> None:
+    """Hold new ledger rows back until the transaction ends, so ledger and roll-ups are read as one cut.
+
+    PostgreSQL: SHARE mode blocks INSERTs (recorders wait, briefly) but not reads. SQLite: the transaction
+    already holds the database's write lock (the project opens them IMMEDIATE).
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"LOCK TABLE {connection.ops.quote_name(UsageRecord._meta.db_table)} IN SHARE MODE"
+            )
+
+
+def rollups_verify() -> RollupComparison:
+    """Compare every stored roll-up with the ledger, as one consistent cut."""
+    with transaction.atomic():
+        _lock_ledger()
+        return rollup_comparison()
+
+
+def rollups_rebuild() -> RollupRebuild:
+    """Recompute every roll-up from the ledger, replace the stored ones, and prove them equal."""
+    with transaction.atomic():
+        _lock_ledger()
+        expected = rollups_from_ledger()
+        UsageRollup.objects.all().delete()
+        UsageRollup.objects.bulk_create(
+            [
+                UsageRollup(
+                    cluster_id=cluster_id,
+                    model=model,
+                    granularity=granularity,
+                    period_start=period_start,
+                    tokens=tokens,
+                    records=records,
+                )
+                for (cluster_id, model, granularity, period_start), (tokens, records) in expected.items()
+            ],
+            batch_size=1000,
+        )
+        return RollupRebuild(written=len(expected), comparison=rollup_comparison())

@@ -1,0 +1,108 @@
+"""Fixtures for billing tests: clusters, recording events at chosen times, price history, console users."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import LazySettings
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test import Client
+
+from billing.models import ModelPrice
+from billing.services import RecordResult, usage_record
+from console.models import Cluster, Membership
+from console.services import CreatedCluster, cluster_create
+from inference import stores
+from inference.usage import UsageEvent
+
+MXBAI = "mixedbread-ai/mxbai-embed-large-v1"  # a paid model (list price 0.10 per 1M tokens)
+
+needs_postgresql = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="needs PostgreSQL (set DATABASE_URL=postgres://...; `make test` does when it answers): "
+    "row-level locking under real concurrency is what is being tested",
+)
+
+
+@pytest.fixture(autouse=True)
+def clusters_dir(tmp_path: Path, settings: LazySettings) -> Iterator[Path]:
+    """Each test gets its own embedded storage root; stores opened in the test are closed after it."""
+    settings.CLUSTERS_DIR = tmp_path / "clusters"
+    yield settings.CLUSTERS_DIR
+    for cluster_id in list(stores._stores):
+        stores.store_close(cluster_id)
+
+
+def new_cluster(name: str = "billing") -> CreatedCluster:
+    """A paid US cluster with inference on."""
+    return cluster_create(name=name, region="us-east-1", tier="paid")
+
+
+@pytest.fixture
+def cluster(db: None) -> Cluster:
+    """A cluster in a test that rolls back (fast)."""
+    return new_cluster().cluster
+
+
+def record(
+    cluster_id: str, model: str, tokens: int, time: datetime, request_id: str | None = None
+) -> RecordResult:
+    """Record one event at a chosen time, as the data-plane receiver would."""
+    event = UsageEvent(
+        cluster_id=cluster_id,
+        model=model,
+        tokens=tokens,
+        request_id=request_id or uuid.uuid4().hex,
+        time=time,
+    )
+    return usage_record(events=[event])
+
+
+def set_price_history(model: str, history: list[tuple[datetime, str]]) -> list[ModelPrice]:
+    """Replace a model's price history (tests write past prices directly; the service schedules ahead)."""
+    ModelPrice.objects.filter(model=model).delete()
+    return [
+        ModelPrice.objects.create(model=model, effective_from=when, price_per_million=Decimal(price))
+        for when, price in history
+    ]
+
+
+def console_user(username: str, role: str | None = None, *, staff: bool = False) -> User:
+    """A Django user with a console role (or none)."""
+    user = User.objects.create_user(username=username, password="pw-" + username, is_staff=staff)
+    if role is not None:
+        Membership.objects.create(user=user, role=role)
+    return user
+
+
+class DataPlane:
+    """A tiny JSON client for one cluster's data plane (Django's test client, real views and storage)."""
+
+    def __init__(self, created: CreatedCluster) -> None:
+        self.base = f"/clusters/{created.cluster.id}"
+        self.client = Client()
+        self.headers = {"api-key": created.api_key}
+
+    def call(self, method: str, path: str, body: Any = None, **headers: str) -> tuple[int, dict[str, Any]]:
+        """Send JSON, return (status, JSON body)."""
+        response = getattr(self.client, method)(
+            self.base + path,
+            data=json.dumps(body) if body is not None else None,
+            content_type="application/json",
+            headers={**self.headers, **headers},
+        )
+        return response.status_code, response.json()
+
+
+def response_usage(body: dict[str, Any]) -> dict[str, int]:
+    """model -> tokens from a data-plane response (empty when it reports none)."""
+    models = body.get("usage", {}).get("inference", {}).get("models", {})
+    return {name: int(value["tokens"]) for name, value in models.items()}
