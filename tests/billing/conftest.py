@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -14,7 +13,6 @@ import pytest
 from django.conf import LazySettings
 from django.contrib.auth.models import User
 from django.db import connection
-from django.test import Client
 
 from billing.models import ModelPrice
 from billing.services import RecordResult, usage_record
@@ -22,6 +20,7 @@ from console.models import Cluster, Membership
 from console.services import CreatedCluster, cluster_create
 from inference import stores
 from inference.usage import UsageEvent
+from tests.helpers import DataPlaneClient
 
 MXBAI = "mixedbread-ai/mxbai-embed-large-v1"  # a paid model (list price 0.10 per 1M tokens)
 
@@ -83,23 +82,11 @@ def console_user(username: str, role: str | None = None, *, staff: bool = False)
     return user
 
 
-class DataPlane:
-    """A tiny JSON client for one cluster's data plane (Django's test client, real views and storage)."""
+class DataPlane(DataPlaneClient):
+    """The data-plane JSON client for a created cluster."""
 
     def __init__(self, created: CreatedCluster) -> None:
-        self.base = f"/clusters/{created.cluster.id}"
-        self.client = Client()
-        self.headers = {"api-key": created.api_key}
-
-    def call(self, method: str, path: str, body: Any = None, **headers: str) -> tuple[int, dict[str, Any]]:
-        """Send JSON, return (status, JSON body)."""
-        response = getattr(self.client, method)(
-            self.base + path,
-            data=json.dumps(body) if body is not None else None,
-            content_type="application/json",
-            headers={**self.headers, **headers},
-        )
-        return response.status_code, response.json()
+        super().__init__(created.cluster.id, created.api_key)
 
 
 def response_usage(body: dict[str, Any]) -> dict[str, int]:

@@ -12,26 +12,12 @@ from console.models import ApiKey, Cluster
 from console.services import CreatedCluster, api_key_create, cluster_create
 from inference.usage import UsageEvent
 from tests.conftest import BM25, MINILM
+from tests.helpers import DataPlaneClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-class Api:
-    """A tiny JSON client for one cluster's data plane (Django's test client, real views and storage)."""
-
-    def __init__(self, cluster_id: str, key: str | None) -> None:
-        self.base = f"/clusters/{cluster_id}"
-        self.client = Client()
-        self.headers = {"api-key": key} if key else {}
-
-    def call(self, method: str, path: str, body: Any = None, **headers: str) -> tuple[int, dict[str, Any]]:
-        response = getattr(self.client, method)(
-            self.base + path,
-            data=json.dumps(body) if body is not None else None,
-            content_type="application/json",
-            headers={**self.headers, **headers},
-        )
-        return response.status_code, response.json()
+Api = DataPlaneClient
 
 
 @pytest.fixture
