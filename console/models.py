@@ -1,4 +1,9 @@
-"""Clusters and their data-plane credentials."""
+"""Clusters, their data-plane credentials, console roles, and the restart jobs that apply an inference toggle.
+
+Two inference fields live on a cluster: `inference_enabled` is the EFFECTIVE state (what data-plane requests
+see) and changes only when a restart job succeeds; `inference_desired` is what the last toggle asked for. They
+differ while a job is queued or running, or after a job failed (the console then offers a retry).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,9 @@ import hashlib
 import secrets
 from datetime import datetime
 
+from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 US_REGIONS = ("us-east-1", "us-east-2", "us-west-1", "us-west-2")
@@ -47,6 +54,8 @@ class Cluster(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
     # The state requests see. A toggle changes it only when the cluster's restart job succeeds.
     inference_enabled = models.BooleanField(default=False)
+    # What the last toggle asked for; null until the first toggle (the effective state is what's wanted).
+    inference_desired = models.BooleanField(null=True, blank=True)
     storage_backend = models.CharField(max_length=16, choices=Backend.choices, default=Backend.EMBEDDED)
     remote_url = models.URLField(blank=True)
     # Needed in clear to call the remote server; never rendered, logged or put in repr().
@@ -66,6 +75,11 @@ class Cluster(models.Model):
     def is_us_region(self) -> bool:
         """Inference is offered in US regions only."""
         return self.region.startswith("us-")
+
+    @property
+    def inference_wanted(self) -> bool:
+        """The state the cluster converges to: the last toggle's, or the effective one if never toggled."""
+        return self.inference_enabled if self.inference_desired is None else self.inference_desired
 
 
 class ApiKey(models.Model):
@@ -95,3 +109,103 @@ class ApiKey(models.Model):
         if self.revoked_at is None:
             self.revoked_at = when or timezone.now()
             self.save(update_fields=["revoked_at"])
+
+
+class Membership(models.Model):
+    """A user's role in the console: admins may toggle inference and retry jobs, viewers only read.
+
+    Staff users count as admins without a membership row; a user with neither has no console access.
+    """
+
+    class Role(models.TextChoices):
+        ADMIN = "admin", "Admin"
+        VIEWER = "viewer", "Viewer"
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="membership")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.role})"
+
+
+class RestartJob(models.Model):
+    """One restart of a cluster that applies an inference state; the console shows its step and progress.
+
+    At most one job per cluster is queued or running (a partial unique constraint enforces it, so two racing
+    toggles cannot both start one). `attempts` counts claims by a worker and doubles as the lease: a worker
+    writes only while the row still carries the attempt it claimed, so a worker presumed dead (stale
+    `heartbeat_at`) cannot overwrite the run that replaced it.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    ACTIVE_STATES = (State.QUEUED, State.RUNNING)
+
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="restart_jobs")
+    target_enabled = models.BooleanField()  # the inference state this restart applies
+    previous_enabled = models.BooleanField()  # the effective state when the job was created (kept on failure)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    step = models.CharField(max_length=32, default="queued")
+    progress = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Set when this job was started by a finishing one because a toggle arrived while that one ran.
+    chained_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["cluster"],
+                condition=Q(state__in=["queued", "running"]),
+                name="restart_job_one_active_per_cluster",
+            ),
+            models.CheckConstraint(condition=Q(progress__lte=100), name="restart_job_progress_lte_100"),
+        ]
+        indexes = [models.Index(fields=["state", "heartbeat_at"], name="restart_job_state_heartbeat")]
+
+    def __str__(self) -> str:
+        return f"restart #{self.pk} of {self.cluster_id} ({self.state})"
+
+    @property
+    def is_active(self) -> bool:
+        """Queued or running: the cluster is restarting."""
+        return self.state in self.ACTIVE_STATES
+
+
+class InferenceToggle(models.Model):
+    """Audit row of one toggle: who asked, when, from which state to which, and the job that applies it."""
+
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="inference_toggles")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_username = models.CharField(max_length=150)  # kept readable after the user is deleted
+    from_state = models.BooleanField()  # the state the toggle showed before (the last desired state)
+    to_state = models.BooleanField()
+    # The job that applies it: a new one, the one already running (it chains), or none (nothing to change).
+    job = models.ForeignKey(
+        RestartJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="toggles"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+
+    def __str__(self) -> str:
+        return f"{self.actor_username}: {self.from_state} -> {self.to_state} on {self.cluster_id}"

@@ -1,15 +1,50 @@
-"""Writes about clusters and their credentials."""
+"""Writes about clusters, their credentials, console users, and the inference toggle with its restart jobs.
+
+The toggle and its restart job
+------------------------------
+Toggling inference never flips the effective state directly: `cluster_inference_toggle` records the desired
+state and, in the same transaction (with the cluster row locked), creates a queued `RestartJob`, writes the
+audit row and marks the cluster RESTARTING (the data plane answers 503 + Retry-After from then on). The
+Celery task is queued with `transaction.on_commit`, so a worker never sees a job that was rolled back.
+
+While a job is queued or running, further toggles only record the desired state; when the job finishes,
+`restart_job_complete` flips the effective state to the job's target and, if the desired state has changed
+meanwhile, chains exactly one more job. A partial unique constraint allows one active job per cluster, so
+on-off-on ends at the last request without two restarts ever running at once.
+
+Workers claim a job with a conditional UPDATE (queued -> running, or running with a stale heartbeat ->
+running again with attempts + 1). The attempt number is the worker's lease: every later write is
+conditional on it, so a duplicate delivery or a worker presumed dead cannot write over the live run. The
+reaper (`restart_jobs_reap`) re-queues jobs whose worker stopped beating and fails them after
+RESTART_MAX_ATTEMPTS, so a killed worker never leaves a cluster restarting forever.
+"""
 
 from __future__ import annotations
 
+import logging
 import secrets
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import transaction
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
-from console.models import REGIONS, ApiKey, Cluster, hash_secret
+from console.models import REGIONS, ApiKey, Cluster, InferenceToggle, Membership, RestartJob, hash_secret
+from console.selectors import (
+    restart_job_active,
+    restart_job_latest,
+    restart_jobs_stale,
+    restart_jobs_unclaimed,
+    user_is_admin,
+)
+
+logger = logging.getLogger(__name__)
 
 # Clusters created after this day start with inference on (when eligible), as in the cloud.
 INFERENCE_DEFAULT_ON_AFTER = date(2025, 7, 7)
@@ -98,3 +133,309 @@ def api_key_create(*, cluster: Cluster, name: str, read_only: bool) -> tuple[str
 def api_key_revoke(*, api_key: ApiKey) -> None:
     """Revoke a key: it stops authenticating at once."""
     api_key.revoke()
+
+
+# --- console users ------------------------------------------------------------------------------------
+
+
+class ConsolePermissionDenied(Exception):
+    """The user's console role does not allow this action."""
+
+
+@dataclass(frozen=True)
+class CreatedUser:
+    """A console user with the API token they authenticate with (`Authorization: Token <token>`)."""
+
+    user: User
+    role: str
+    token: str
+
+
+@transaction.atomic
+def user_create(*, username: str, role: str, password: str | None = None) -> CreatedUser:
+    """Create a console user with a role and an API token; an existing user gets the role (and password).
+
+    Re-running it is harmless, so provisioning scripts can call it every time; the token is kept.
+    """
+    if role not in Membership.Role.values:
+        raise ClusterError(f"Unknown role {role!r}; choose one of: {', '.join(Membership.Role.values)}")
+    if not username:
+        raise ClusterError("A username is required")
+    user, created = User.objects.get_or_create(username=username)
+    if password:
+        user.set_password(password)
+        user.save(update_fields=["password"])
+    elif created:
+        user.set_unusable_password()  # API-token only until a password is set
+        user.save(update_fields=["password"])
+    Membership.objects.update_or_create(user=user, defaults={"role": role})
+    token, _ = Token.objects.get_or_create(user=user)
+    return CreatedUser(user=user, role=role, token=token.key)
+
+
+# --- the inference toggle -------------------------------------------------------------------------------
+
+
+class InferenceNotEligible(ClusterError):
+    """Inference cannot be enabled on this cluster; the eligibility says why."""
+
+    def __init__(self, eligibility: Eligibility) -> None:
+        super().__init__(eligibility.reason)
+        self.eligibility = eligibility
+
+
+class RestartJobConflict(ClusterError):
+    """The job cannot be retried in its current state."""
+
+
+Actor = AbstractBaseUser | AnonymousUser
+
+
+def _require_admin(actor: Actor) -> None:
+    if not user_is_admin(user=actor):
+        raise ConsolePermissionDenied("Only console admins may change inference settings")
+
+
+def _enqueue_restart(job_id: int) -> None:
+    """Send the job to a worker. Imported here: the task module imports these services."""
+    from console.tasks import restart_cluster
+
+    restart_cluster.delay(job_id)
+
+
+def _enqueue_on_commit(job_id: int) -> None:
+    # robust: if the broker is down after the commit, the toggle still succeeded; the job stays queued and
+    # the reaper sends it again (restart_jobs_unclaimed), rather than the request failing after the fact.
+    transaction.on_commit(lambda: _enqueue_restart(job_id), robust=True)
+
+
+def _audit(
+    *, cluster: Cluster, actor: Actor, from_state: bool, to_state: bool, job: RestartJob | None
+) -> None:
+    InferenceToggle.objects.create(
+        cluster=cluster,
+        actor=actor if isinstance(actor, User) else None,
+        actor_username=actor.get_username() if isinstance(actor, AbstractBaseUser) else "",
+        from_state=from_state,
+        to_state=to_state,
+        job=job,
+    )
+
+
+def cluster_inference_toggle(*, cluster: Cluster, enabled: bool, actor: Actor) -> RestartJob | None:
+    """Ask for inference on or off; returns the job that will apply it, or None if nothing needs to change.
+
+    Only admins may toggle, and enabling needs an eligible cluster. If a job is already queued or running it
+    is returned: it chains one more restart when it finishes if the state it applies is no longer wanted.
+    """
+    _require_admin(actor)
+    if enabled:
+        eligibility = inference_eligibility(tier=cluster.tier, region=cluster.region)
+        if not eligibility.eligible:
+            raise InferenceNotEligible(eligibility)
+    with transaction.atomic():
+        # The lock serialises toggles of one cluster and the finishing job's check of the desired state.
+        locked = Cluster.objects.select_for_update().get(pk=cluster.pk)
+        from_state = locked.inference_wanted
+        locked.inference_desired = enabled
+        active = restart_job_active(cluster_id=locked.pk)
+        if active is not None:
+            job: RestartJob | None = active
+        elif enabled == locked.inference_enabled:
+            job = None  # already in effect: a restart would change nothing
+        else:
+            job = RestartJob.objects.create(
+                cluster=locked,
+                target_enabled=enabled,
+                previous_enabled=locked.inference_enabled,
+                requested_by=actor if isinstance(actor, User) else None,
+            )
+            locked.status = Cluster.Status.RESTARTING
+            _enqueue_on_commit(job.pk)
+        locked.save(update_fields=["inference_desired", "status"])
+        _audit(cluster=locked, actor=actor, from_state=from_state, to_state=enabled, job=job)
+    cluster.inference_desired, cluster.status = locked.inference_desired, locked.status
+    cluster.inference_enabled = locked.inference_enabled
+    return job
+
+
+def restart_job_retry(*, job: RestartJob, actor: Actor) -> RestartJob:
+    """Run a failed job's restart again, as a new job; only the cluster's latest job can be retried."""
+    _require_admin(actor)
+    with transaction.atomic():
+        cluster = Cluster.objects.select_for_update().get(pk=job.cluster_id)
+        job = RestartJob.objects.get(pk=job.pk)
+        if job.state != RestartJob.State.FAILED:
+            raise RestartJobConflict(f"Only a failed job can be retried; this one is {job.state}")
+        if restart_job_active(cluster_id=cluster.pk) is not None:
+            raise RestartJobConflict("A restart of this cluster is already in progress")
+        latest = restart_job_latest(cluster_id=cluster.pk)
+        if latest is not None and latest.pk != job.pk:
+            # Re-applying an older target would undo what later toggles asked for.
+            raise RestartJobConflict("A newer restart of this cluster exists; toggle inference instead")
+        if job.target_enabled:
+            eligibility = inference_eligibility(tier=cluster.tier, region=cluster.region)
+            if not eligibility.eligible:
+                raise InferenceNotEligible(eligibility)
+        from_state = cluster.inference_wanted
+        retry = RestartJob.objects.create(
+            cluster=cluster,
+            target_enabled=job.target_enabled,
+            previous_enabled=cluster.inference_enabled,
+            requested_by=actor if isinstance(actor, User) else None,
+            retry_of=job,
+        )
+        cluster.inference_desired = job.target_enabled
+        cluster.status = Cluster.Status.RESTARTING
+        cluster.save(update_fields=["inference_desired", "status"])
+        _audit(cluster=cluster, actor=actor, from_state=from_state, to_state=job.target_enabled, job=retry)
+        _enqueue_on_commit(retry.pk)
+    return retry
+
+
+# --- restart job state, written by the worker (console/tasks.py) ---------------------------------------
+
+
+def _stale_before(now: datetime) -> datetime:
+    return now - timedelta(seconds=settings.RESTART_STALE_AFTER)
+
+
+def restart_job_claim(*, job_id: int, now: datetime | None = None) -> int | None:
+    """Claim a job for this worker; returns the attempt number (the lease), or None if it is not claimable.
+
+    Claimable: queued, or running with a heartbeat older than RESTART_STALE_AFTER (its worker is presumed
+    dead), and fewer than RESTART_MAX_ATTEMPTS claims so far. A duplicate delivery finds nothing to claim.
+    """
+    now = now or timezone.now()
+    claimable = Q(state=RestartJob.State.QUEUED) | Q(
+        state=RestartJob.State.RUNNING, heartbeat_at__lt=_stale_before(now)
+    )
+    with transaction.atomic():
+        # The UPDATE locks the row until commit, so the attempt read back below is the one we wrote.
+        claimed = RestartJob.objects.filter(
+            claimable, pk=job_id, attempts__lt=settings.RESTART_MAX_ATTEMPTS
+        ).update(
+            state=RestartJob.State.RUNNING,
+            attempts=F("attempts") + 1,
+            started_at=Coalesce(F("started_at"), Value(now)),
+            heartbeat_at=now,
+            step="claimed",
+            progress=0,
+        )
+        if not claimed:
+            return None
+        attempt: int = RestartJob.objects.values_list("attempts", flat=True).get(pk=job_id)
+    return attempt
+
+
+def restart_job_progress(*, job_id: int, attempt: int, step: str, progress: int) -> bool:
+    """Record the current step and beat the heartbeat; False if this worker no longer holds the job."""
+    updated = RestartJob.objects.filter(pk=job_id, state=RestartJob.State.RUNNING, attempts=attempt).update(
+        step=step, progress=progress, heartbeat_at=timezone.now()
+    )
+    return updated == 1
+
+
+def _lock_job(job_id: int) -> tuple[Cluster, RestartJob] | None:
+    """Lock the job's cluster, then the job (always in that order, as the toggle does, so no deadlock)."""
+    cluster_id = RestartJob.objects.filter(pk=job_id).values_list("cluster_id", flat=True).first()
+    if cluster_id is None:
+        return None
+    cluster = Cluster.objects.select_for_update().get(pk=cluster_id)
+    job = RestartJob.objects.select_for_update().get(pk=job_id)
+    return cluster, job
+
+
+def restart_job_complete(*, job_id: int, attempt: int) -> RestartJob | None:
+    """Flip the effective state to the job's target and finish it; chain one more job if the desired state
+    changed while it ran. Returns the chained job, if any. Does nothing if the lease was lost."""
+    with transaction.atomic():
+        locked = _lock_job(job_id)
+        if locked is None:
+            return None
+        cluster, job = locked
+        if job.state != RestartJob.State.RUNNING or job.attempts != attempt:
+            logger.warning("restart job %s: lease %s lost before the flip; not flipping", job_id, attempt)
+            return None
+        now = timezone.now()
+        job.state = RestartJob.State.SUCCEEDED
+        job.step, job.progress, job.finished_at, job.heartbeat_at = "done", 100, now, now
+        job.save(update_fields=["state", "step", "progress", "finished_at", "heartbeat_at"])
+        cluster.inference_enabled = job.target_enabled
+        chained: RestartJob | None = None
+        if cluster.inference_wanted != job.target_enabled:
+            last_toggle = InferenceToggle.objects.filter(cluster=cluster).first()
+            chained = RestartJob.objects.create(
+                cluster=cluster,
+                target_enabled=cluster.inference_wanted,
+                previous_enabled=job.target_enabled,
+                requested_by=last_toggle.actor if last_toggle else job.requested_by,
+                chained_from=job,
+            )
+            _enqueue_on_commit(chained.pk)  # the cluster stays RESTARTING
+        else:
+            cluster.status = Cluster.Status.RUNNING
+        cluster.save(update_fields=["inference_enabled", "status"])
+    return chained
+
+
+def restart_job_fail(
+    *, job_id: int, error: str, attempt: int | None = None, stale_before: datetime | None = None
+) -> bool:
+    """Mark an active job failed: the cluster runs again with its previous effective state.
+
+    `attempt` / `stale_before` make it conditional (the worker's lease; the reaper's staleness), so a
+    failure never lands on a job that another run has since taken over. False if nothing was changed.
+    """
+    with transaction.atomic():
+        locked = _lock_job(job_id)
+        if locked is None:
+            return False
+        cluster, job = locked
+        if job.state not in RestartJob.ACTIVE_STATES:
+            return False
+        if attempt is not None and job.attempts != attempt:
+            return False
+        if stale_before is not None and (job.heartbeat_at is None or job.heartbeat_at >= stale_before):
+            return False
+        job.state = RestartJob.State.FAILED
+        job.error = error[:2000]
+        job.finished_at = timezone.now()
+        job.save(update_fields=["state", "error", "finished_at"])
+        # inference_enabled is untouched: it only ever changes at a successful flip.
+        cluster.status = Cluster.Status.RUNNING
+        cluster.save(update_fields=["status"])
+    return True
+
+
+@dataclass
+class ReapResult:
+    """What one reaper pass did."""
+
+    requeued: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+
+
+def restart_jobs_reap(*, now: datetime | None = None) -> ReapResult:
+    """Put jobs abandoned by dead workers (or lost messages) back to work, or fail them after max attempts."""
+    now = now or timezone.now()
+    stale_before = _stale_before(now)
+    result = ReapResult()
+    for job in restart_jobs_stale(stale_before=stale_before):
+        if job.attempts >= settings.RESTART_MAX_ATTEMPTS:
+            seen = job.heartbeat_at.isoformat(timespec="seconds") if job.heartbeat_at else "never"
+            error = (
+                f"The restart worker stopped responding {job.attempts} times (last heartbeat {seen}, during "
+                f"step {job.step!r}); the previous state was kept. Retry to try again."
+            )
+            if restart_job_fail(job_id=job.pk, error=error, stale_before=stale_before):
+                result.failed.append(job.pk)
+        else:
+            result.requeued.append(job.pk)
+    result.requeued.extend(restart_jobs_unclaimed(queued_before=stale_before).values_list("pk", flat=True))
+    for job_id in result.requeued:
+        # Outside any transaction: a duplicate message is harmless (the claim admits one worker).
+        _enqueue_restart(job_id)
+    if result.requeued or result.failed:
+        logger.warning("restart reaper: requeued %s, failed %s", result.requeued, result.failed)
+    return result

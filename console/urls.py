@@ -6,6 +6,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from console import agent
+from console.apis import ClusterInferenceApi, RestartJobApi, RestartJobRetryApi
 from console.views import health
 from inference.apis import InferenceServiceApi, ModelListApi
 from inference.dataplane.apis import RootApi
@@ -13,10 +15,23 @@ from inference.dataplane.apis import RootApi
 urlpatterns = [
     path("healthz", health, name="health"),
     path("api/v1/models", ModelListApi.as_view(), name="model-list"),
+    path("api/v1/", include("billing.urls")),
     path("inference", InferenceServiceApi.as_view(), name="inference-service"),
     # qdrant-client asks for the root without a trailing slash ("{url}" itself).
     path("clusters/<str:cluster_id>", RootApi.as_view(schema=None)),
     path("clusters/<str:cluster_id>/", include("inference.dataplane.urls")),
+    # --- cluster inference toggle, restart jobs, and the web process's restart control endpoint ---
+    path(
+        "api/v1/clusters/<str:cluster_id>/inference", ClusterInferenceApi.as_view(), name="cluster-inference"
+    ),
+    path("api/v1/jobs/<int:job_id>", RestartJobApi.as_view(), name="restart-job"),
+    path("api/v1/jobs/<int:job_id>/retry", RestartJobRetryApi.as_view(), name="restart-job-retry"),
+    path(
+        "internal/clusters/<str:cluster_id>/restart/<str:step>",
+        agent.restart_step,
+        name="console-restart-step",
+    ),
+    # --- end of cluster inference toggle ---
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("admin/", admin.site.urls),

@@ -97,10 +97,15 @@ def test_embedded_default_serves_and_survives_sigkill(
 
     server_processes.append(start_server(embedded_env))
     client = QdrantClient(url=created["url"], api_key=created["api_key"], cloud_inference=True, timeout=60)
-    client.create_collection("s", vectors_config=models.VectorParams(size=384, distance=models.Distance.COSINE))
+    client.create_collection(
+        "s", vectors_config=models.VectorParams(size=384, distance=models.Distance.COSINE)
+    )
     client.upsert(
         "s",
-        points=[models.PointStruct(id=i, vector=models.Document(text=f"note {i}", model=MINILM)) for i in range(50)],
+        points=[
+            models.PointStruct(id=i, vector=models.Document(text=f"note {i}", model=MINILM))
+            for i in range(50)
+        ],
         wait=True,
     )
     # Acknowledged: kill the server without any chance to flush or close.

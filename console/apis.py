@@ -1,0 +1,122 @@
+"""The console's JSON API for a cluster's inference toggle and its restart jobs (thin DRF views).
+
+Each view validates its input, makes one selector or service call and answers through an output
+serializer. It accepts the console's session (with CSRF, as DRF enforces for sessions) and API tokens
+(`Authorization: Token <t>`, from `manage.py create_user`). Viewers may read; only admins may toggle or
+retry. Domain errors map to: not an admin -> 403, not eligible / job conflict -> 409.
+"""
+
+from __future__ import annotations
+
+from django.http import Http404
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.exceptions import APIException, PermissionDenied
+from rest_framework.parsers import JSONParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from console.models import Cluster, RestartJob
+from console.permissions import ConsoleRolePermission
+from console.selectors import cluster_get, cluster_inference_state, restart_job_get
+from console.serializers import (
+    InferenceStateSerializer,
+    InferenceToggleInputSerializer,
+    RestartJobSerializer,
+)
+from console.services import (
+    ConsolePermissionDenied,
+    InferenceNotEligible,
+    RestartJobConflict,
+    cluster_inference_toggle,
+    restart_job_retry,
+)
+
+
+class Conflict(APIException):
+    """409: the request is valid but the resource's state does not allow it."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+class ConsoleApi(APIView):
+    """Base of the console API views: token first (so anonymous calls get 401), then the session."""
+
+    authentication_classes = [TokenAuthentication, SessionAuthentication]
+    permission_classes = [ConsoleRolePermission]
+    parser_classes = [JSONParser]
+
+    def handle_exception(self, exc: Exception) -> Response:
+        """Map the services' domain errors to HTTP answers."""
+        if isinstance(exc, ConsolePermissionDenied):
+            exc = PermissionDenied(str(exc))
+        elif isinstance(exc, InferenceNotEligible):
+            return Response(
+                {"detail": str(exc), "eligibility": {"eligible": False, "reason": exc.eligibility.reason}},
+                status=status.HTTP_409_CONFLICT,
+            )
+        elif isinstance(exc, RestartJobConflict):
+            exc = Conflict(str(exc))
+        return super().handle_exception(exc)
+
+
+def _cluster_or_404(cluster_id: str) -> Cluster:
+    cluster = cluster_get(cluster_id=cluster_id)
+    if cluster is None:
+        raise Http404(f"cluster {cluster_id} does not exist")
+    return cluster
+
+
+def _job_or_404(job_id: int) -> RestartJob:
+    job = restart_job_get(job_id=job_id)
+    if job is None:
+        raise Http404(f"restart job {job_id} does not exist")
+    return job
+
+
+class ClusterInferenceApi(ConsoleApi):
+    """`GET|PATCH /api/v1/clusters/<id>/inference`: a cluster's inference toggle.
+
+    PATCH `{"enabled": bool}` answers 202 while a restart job applies the change (the job is in the
+    answer; poll `/api/v1/jobs/<id>`) and 200 when nothing needed to restart.
+    """
+
+    @extend_schema(responses=InferenceStateSerializer)
+    def get(self, request: Request, cluster_id: str) -> Response:
+        """Effective and desired state, eligibility and the current job."""
+        cluster = _cluster_or_404(cluster_id)
+        return Response(InferenceStateSerializer(cluster_inference_state(cluster=cluster)).data)
+
+    @extend_schema(request=InferenceToggleInputSerializer, responses=InferenceStateSerializer)
+    def patch(self, request: Request, cluster_id: str) -> Response:
+        """Turn inference on or off; the cluster restarts to apply it."""
+        serializer = InferenceToggleInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        cluster = _cluster_or_404(cluster_id)
+        job = cluster_inference_toggle(
+            cluster=cluster, enabled=serializer.validated_data["enabled"], actor=request.user
+        )
+        data = InferenceStateSerializer(cluster_inference_state(cluster=cluster)).data
+        return Response(data, status=status.HTTP_202_ACCEPTED if job is not None else status.HTTP_200_OK)
+
+
+class RestartJobApi(ConsoleApi):
+    """`GET /api/v1/jobs/<id>`: one restart job's state, step and progress."""
+
+    @extend_schema(responses=RestartJobSerializer)
+    def get(self, request: Request, job_id: int) -> Response:
+        """The job."""
+        return Response(RestartJobSerializer(_job_or_404(job_id)).data)
+
+
+class RestartJobRetryApi(ConsoleApi):
+    """`POST /api/v1/jobs/<id>/retry`: run a failed restart again (as a new job)."""
+
+    @extend_schema(request=None, responses=RestartJobSerializer)
+    def post(self, request: Request, job_id: int) -> Response:
+        """Start the new job; 409 if the job did not fail or a newer one exists."""
+        retry = restart_job_retry(job=_job_or_404(job_id), actor=request.user)
+        return Response(RestartJobSerializer(retry).data, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,43 @@
+"""`manage.py create_user`: a console user with a role and an API token."""
+
+from __future__ import annotations
+
+import json
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from console.models import Membership
+from console.services import ClusterError, user_create
+
+
+class Command(BaseCommand):
+    """Create (or update) a console user and print their API token."""
+
+    help = (
+        "Create a console user with a role (admin may toggle inference, viewer only reads) and print the "
+        "API token for `Authorization: Token <token>`. Re-running updates the role and keeps the token."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        """--username, --role, --password, --json."""
+        parser.add_argument("--username", required=True)
+        parser.add_argument("--role", required=True, choices=Membership.Role.values)
+        parser.add_argument("--password", default=None, help="For the console login (default: token only)")
+        parser.add_argument("--json", action="store_true", help='Print {"username", "role", "token"}')
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        """Create or update the user and print it."""
+        try:
+            created = user_create(
+                username=options["username"], role=options["role"], password=options["password"]
+            )
+        except ClusterError as exc:
+            raise CommandError(str(exc)) from None
+        data = {"username": created.user.get_username(), "role": created.role, "token": created.token}
+        if options["json"]:
+            self.stdout.write(json.dumps(data))
+        else:
+            for key, value in data.items():
+                self.stdout.write(f"{key:9} {value}")

@@ -1,0 +1,207 @@
+"""Fixtures for the inference toggle: users with roles, clusters, the control endpoint, real Celery workers.
+
+While these tests run, the project's Celery app uses kombu's in-memory transport and a queue name of this
+session's own: nothing a test queues reaches `make run`'s broker under DATA_DIR, and workers of other test
+sessions sharing the local Redis never take our jobs. Worker fixtures switch the app to Redis or to the
+SQLite-backed broker while they run, then back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.conf import LazySettings
+from django.db import OperationalError
+from rest_framework.test import APIClient
+
+from console.celery import app as celery_app
+from console.models import Cluster, RestartJob
+from console.services import CreatedCluster, CreatedUser, cluster_create, user_create
+from inference import stores
+
+TEST_QUEUE = f"console-test-{uuid.uuid4().hex[:10]}"
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
+OLD = datetime(2025, 1, 1, tzinfo=UTC)  # created before 2025-07-07: inference starts off
+NEW = datetime(2025, 8, 1, tzinfo=UTC)  # created after: starts on when eligible
+US, EU, AP = "us-west-2", "eu-central-1", "ap-southeast-1"
+
+
+def _reset_broker_connections() -> None:
+    """Forget the app's pools so the next send uses the broker now configured.
+
+    Not closed: kombu keeps one pool per broker URL process-wide and hands the same one out again.
+    """
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+
+
+@contextmanager
+def celery_broker(url: str) -> Iterator[None]:
+    """Point the project's Celery app at another broker for a while."""
+    previous = celery_app.conf.broker_url
+    _reset_broker_connections()
+    celery_app.conf.broker_url = url
+    try:
+        yield
+    finally:
+        _reset_broker_connections()
+        celery_app.conf.broker_url = previous
+
+
+@contextmanager
+def celery_worker(url: str, queue: str = TEST_QUEUE) -> Iterator[None]:
+    """A real Celery worker (solo pool, in a thread of this process) on the given broker and queue."""
+    hijack = celery_app.conf.worker_hijack_root_logger
+    celery_app.conf.worker_hijack_root_logger = False  # keep the session's logging as Django set it up
+    try:
+        with (
+            celery_broker(url),
+            start_worker(
+                celery_app,
+                pool="solo",
+                concurrency=1,
+                perform_ping_check=False,
+                queues=[queue],
+                shutdown_timeout=30,
+            ),
+        ):
+            yield
+    finally:
+        celery_app.conf.worker_hijack_root_logger = hijack
+        if url.startswith("redis://"):  # leave no keys of this session's queue in the shared Redis
+            import redis
+
+            redis.Redis.from_url(url).delete(
+                queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"
+            )
+
+
+def memory_queue_messages(queue: str = TEST_QUEUE) -> list[tuple[str, list[Any]]]:
+    """Drain the in-memory broker's queue: (task name, args) of every message sent to it."""
+    found: list[tuple[str, list[Any]]] = []
+    with celery_app.connection_for_read() as conn:
+        simple = conn.SimpleQueue(queue)
+        try:
+            while True:
+                try:
+                    message = simple.get(block=False)
+                except simple.Empty:
+                    break
+                body = message.body if isinstance(message.body, list) else json.loads(message.body)
+                found.append((message.headers["task"], body[0]))
+                message.ack()
+        finally:
+            simple.close()
+    return found
+
+
+@pytest.fixture(scope="module", autouse=True)
+def isolated_celery() -> Iterator[None]:
+    """The in-memory broker and this session's queue for the tests of this directory only."""
+    previous_queue = celery_app.conf.task_default_queue
+    celery_app.conf.task_default_queue = TEST_QUEUE
+    with celery_broker("memory://"):
+        yield
+    celery_app.conf.task_default_queue = previous_queue
+
+
+@pytest.fixture(autouse=True)
+def clusters_dir(tmp_path: Path, settings: LazySettings) -> Iterator[Path]:
+    """Each test gets its own embedded storage root; stores opened in the test are closed after it."""
+    settings.CLUSTERS_DIR = tmp_path / "clusters"
+    yield settings.CLUSTERS_DIR
+    for cluster_id in list(stores._stores):
+        stores.store_close(cluster_id)
+
+
+@pytest.fixture(autouse=True)
+def fast_restarts(settings: LazySettings) -> None:
+    """Short pauses between tries so failure tests take a fraction of a second; cheap password hashing."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.RESTART_RETRY_BACKOFF = 0.05
+    settings.RESTART_DRAIN_TIMEOUT = 20.0
+    settings.RESTART_CONTROL_TIMEOUT = 30.0
+
+
+@pytest.fixture
+def make_cluster(db: None) -> Callable[..., CreatedCluster]:
+    """Create clusters: `make_cluster(tier="paid", region="us-east-1", created_at=OLD)`."""
+
+    def make(*, tier: str = "paid", region: str = "us-east-1", created_at: datetime = OLD) -> CreatedCluster:
+        return cluster_create(name=f"{tier}-{region}", region=region, tier=tier, created_at=created_at)
+
+    return make
+
+
+@pytest.fixture
+def admin(db: None) -> CreatedUser:
+    """A console admin with an API token."""
+    return user_create(username="ada", role="admin", password="pw-admin-1")
+
+
+@pytest.fixture
+def viewer(db: None) -> CreatedUser:
+    """A console viewer with an API token."""
+    return user_create(username="vic", role="viewer", password="pw-viewer-1")
+
+
+def token_client(user: CreatedUser) -> APIClient:
+    """An API client authenticated with `Authorization: Token <t>`."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {user.token}")
+    return client
+
+
+@pytest.fixture
+def admin_api(admin: CreatedUser) -> APIClient:
+    """The admin's token-authenticated client."""
+    return token_client(admin)
+
+
+@pytest.fixture
+def viewer_api(viewer: CreatedUser) -> APIClient:
+    """The viewer's token-authenticated client."""
+    return token_client(viewer)
+
+
+@pytest.fixture
+def control(live_server: Any, settings: LazySettings) -> str:
+    """The web process's control endpoint, served by the live test server in this process."""
+    settings.CONTROL_URL = live_server.url
+    return str(live_server.url)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll until `predicate()` is truthy; its value, or a failed test with `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except OperationalError:  # the in-memory SQLite test database's table locks: look again
+            value = None
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def job_state(job_id: int) -> RestartJob:
+    """The job as stored now."""
+    return RestartJob.objects.get(pk=job_id)
+
+
+def settled(cluster_id: str) -> bool:
+    """The cluster runs and no job of it is queued or running."""
+    running = Cluster.objects.filter(pk=cluster_id, status=Cluster.Status.RUNNING).exists()
+    active = RestartJob.objects.filter(cluster_id=cluster_id, state__in=RestartJob.ACTIVE_STATES).exists()
+    return running and not active
