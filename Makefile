@@ -10,9 +10,9 @@ REDIS_URL ?= redis://127.0.0.1:6379/0
 export DATA_DIR MODELS_DIR PORT
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup install migrate models run test lint bench clean
+.PHONY: setup install migrate models browser run test lint bench clean
 
-setup: install migrate models
+setup: install migrate models browser
 
 # Reinstall only when pyproject.toml changes.
 install: $(VENV)/.installed
@@ -28,13 +28,25 @@ migrate: install
 models: install
 	$(PY) manage.py models install
 
+# Debian's chromium for the console's browser tests (Playwright drives it; it never downloads a browser).
+# Skipped when already there, so `make setup` stays fast; a machine without apt only loses those tests.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif command -v apt-get >/dev/null; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo "sudo -n"); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+			--no-install-recommends chromium chromium-driver fonts-dejavu-core >/dev/null \
+		|| echo "make browser: could not install chromium; the browser tests will be skipped"; \
+	else echo "make browser: no apt-get; the browser tests will be skipped"; fi
+
 # Web server and Celery worker on the embedded defaults (SQLite, SQLite-backed broker, Qdrant Edge).
 # One web process with threads: Qdrant Edge allows one opener per shard directory.
 run: setup
 	$(PY) manage.py collectstatic --noinput -v 0
 	$(PY) manage.py demo_cluster
 	@trap 'kill 0' EXIT INT TERM; \
-	$(VENV)/bin/celery -A console worker --loglevel INFO --concurrency 1 & \
+	$(VENV)/bin/celery -A console worker --loglevel INFO --concurrency 1 \
+		--beat --schedule $(DATA_DIR)/celerybeat-schedule & \
 	echo "Serving on http://127.0.0.1:$(PORT)/ (data in $(DATA_DIR))"; \
 	$(VENV)/bin/gunicorn console.wsgi:application --bind 0.0.0.0:$(PORT) --workers 1 --threads 8 \
 		--access-logfile - --timeout 120
