@@ -17,6 +17,7 @@ from inference.engine.engine import Embeddings
 from inference.engine.types import EmbedRequest
 from inference.resolution import Resolver
 from inference.storage import VectorStore
+from inference.storage.base import normalize_point_id, normalize_point_ids
 from inference.stores import store_for
 
 Usage = dict[str, int]
@@ -101,6 +102,8 @@ def points_batch(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> 
     resolved = _resolver(cluster).points_batch(body, store.vector_config(collection))
     # Parse every operation before running any, so a malformed last one writes nothing.
     operations = models.UpdateOperations.model_validate(resolved.body).operations
+    for op in operations:  # a bad id in a later operation must not leave the earlier ones applied
+        _check_point_ids(op.model_dump(exclude_none=True))
     results = [_run_operation(store, collection, op) for op in operations]
     return results, resolved.usage
 
@@ -123,6 +126,25 @@ def _run_operation(store: VectorStore, collection: str, op: models.UpdateOperati
     if isinstance(op, models.DeleteVectorsOperation):
         return store.delete_vectors(collection, op.delete_vectors)
     raise TypeError(f"unhandled operation {type(op).__name__}")
+
+
+def _check_point_ids(value: Any) -> None:
+    """Raise BadRequest for any invalid point id in an update operation (ids, point structs, batches)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "points" and isinstance(item, list):
+                for point in item:
+                    if isinstance(point, dict):
+                        normalize_point_id(point.get("id"))
+                    else:
+                        normalize_point_id(point)
+            elif key == "ids" and isinstance(item, list):
+                normalize_point_ids(item)
+            else:
+                _check_point_ids(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_point_ids(item)
 
 
 def points_delete(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:

@@ -246,3 +246,15 @@ def test_tokens_per_minute_limit_answers_429_before_any_model_runs(
     assert len(usage_events) == 1  # the refused request billed nothing
     status, body = api.call("post", "/collections/c/points/scroll", {})
     assert status == 200, body  # requests that run no model are not limited
+
+
+def test_points_batch_with_a_bad_later_operation_writes_nothing(api: Api) -> None:
+    body = {
+        "operations": [
+            {"upsert": {"points": [{"id": 1, "vector": [1, 0, 0]}]}},
+            {"delete": {"points": ["not-a-uuid"]}},
+        ]
+    }
+    status, answer = api.call("post", "/collections/small/points/batch", body)
+    assert_error(status, answer, 400, "is not a valid point ID")
+    assert count(api, "small") == 0
