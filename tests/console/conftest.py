@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from celery.contrib.testing.worker import start_worker
 from django.conf import LazySettings
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from rest_framework.test import APIClient
 
 from console.celery import app as celery_app
@@ -205,3 +205,15 @@ def settled(cluster_id: str) -> bool:
     running = Cluster.objects.filter(pk=cluster_id, status=Cluster.Status.RUNNING).exists()
     active = RestartJob.objects.filter(cluster_id=cluster_id, state__in=RestartJob.ACTIVE_STATES).exists()
     return running and not active
+
+
+@pytest.fixture(scope="module")
+def redis_worker() -> Iterator[None]:
+    """A real worker consuming this session's queue on the local Redis."""
+    if connection.vendor == "sqlite":
+        # The in-memory SQLite test database is shared between threads through SQLite's shared cache, which
+        # locks whole tables across connections and fails ("table is locked") instead of waiting. The embedded
+        # stack (test_worker_embedded.py) covers SQLite with real processes and a file database instead.
+        pytest.skip("a worker thread needs a PostgreSQL test database (DATABASE_URL; make test sets it)")
+    with celery_worker(TEST_REDIS_URL):
+        yield

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -23,7 +23,7 @@ from console.services import CreatedCluster
 from console.tasks import restart_cluster
 from inference.dataplane import inflight
 from tests.conftest import MINILM
-from tests.console.conftest import TEST_REDIS_URL, celery_worker, settled, token_client, wait_for
+from tests.console.conftest import TEST_REDIS_URL, settled, token_client, wait_for
 
 pytestmark = [
     pytest.mark.skipif(
@@ -33,18 +33,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.slow,
 ]
-
-
-@pytest.fixture(scope="module")
-def redis_worker() -> Iterator[None]:
-    """A real worker consuming this session's queue on the local Redis."""
-    if connection.vendor == "sqlite":
-        # The in-memory SQLite test database is shared between threads through SQLite's shared cache, which
-        # locks whole tables across connections and fails ("table is locked") instead of waiting. The embedded
-        # stack (test_worker_embedded.py) covers SQLite with real processes and a file database instead.
-        pytest.skip("a worker thread needs a PostgreSQL test database (DATABASE_URL; make test sets it)")
-    with celery_worker(TEST_REDIS_URL):
-        yield
 
 
 class DataPlane:

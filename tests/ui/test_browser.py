@@ -19,13 +19,12 @@ from typing import Any
 import httpx
 import pytest
 from django.conf import LazySettings, settings
-from django.db import connection
 
 from console.models import Cluster
 from console.services import CreatedCluster, CreatedUser
 from inference.dataplane import inflight
 from tests.conftest import MINILM
-from tests.console.conftest import TEST_REDIS_URL, celery_worker
+from tests.console.conftest import TEST_REDIS_URL, redis_worker  # noqa: F401  (fixture, used by name)
 from tests.ui.conftest import ADMIN_PASSWORD, VIEWER_PASSWORD
 
 pytestmark = [
@@ -70,15 +69,6 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
-@pytest.fixture(scope="module")
-def redis_worker() -> Iterator[None]:
-    """A real Celery worker (a thread of this process) consuming this session's queue on the local Redis."""
-    if connection.vendor == "sqlite":
-        pytest.skip("a worker thread needs a PostgreSQL test database (DATABASE_URL; make test sets it)")
-    with celery_worker(TEST_REDIS_URL):
-        yield
-
-
 def shot(page: Any, name: str) -> Path:
     """Save a full-page screenshot as a test artefact."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -104,9 +94,9 @@ def row_cell(page: Any, model: str, column: str) -> str:
     return str(page.inner_text(f'#models tr[data-model="{model}"] td[data-col="{column}"]')).strip()
 
 
+@pytest.mark.usefixtures("redis_worker")
 def test_admin_enables_inference_watches_the_restart_and_sees_usage_then_viewer_sees_no_toggle(
     browser: Any,
-    redis_worker: None,
     control: str,
     live_server: Any,
     settings: LazySettings,
