@@ -77,10 +77,6 @@ class RunnerRegistry:
                 self._runners[key] = runner
             return runner
 
-    def loaded(self) -> list[str]:
-        """Names of the models loaded in this process."""
-        return sorted({name for name, _ in self._runners})
-
     def _load(self, spec: ModelSpec, model_dir: Path) -> ModelRunner:
         # Imported here, not at module level: importing the web app must not load onnxruntime.
         if spec.runtime is Runtime.ONNX_TEXT:

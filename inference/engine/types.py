@@ -7,9 +7,8 @@ The engine knows nothing about Django, clusters or billing: callers describe wha
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 
@@ -112,15 +111,6 @@ class EmbedResult:
 
     vector: Vector
     tokens: int
-
-
-@dataclass
-class LoadedModelInfo:
-    """What a worker reports about a model it has loaded (for health checks and warm-up)."""
-
-    name: str
-    directory: Path
-    providers: list[str] = field(default_factory=list)
 
 
 class EngineError(Exception):
