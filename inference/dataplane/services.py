@@ -7,6 +7,7 @@ outside any database transaction; usage is emitted by the caller only after the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from qdrant_client.http import models
@@ -24,7 +25,8 @@ Usage = dict[str, int]
 Result = tuple[Any, Usage]
 
 
-def _embed(requests: list[EmbedRequest] | Any) -> Embeddings:
+def _embed(requests: Sequence[EmbedRequest]) -> Embeddings:
+    # Looked up per call, not bound at import: the engine is created lazily on first use.
     return get_engine().embed(requests)
 
 
