@@ -23,9 +23,9 @@ from billing.serializers import (
     UsageSeriesSerializer,
     statement_csv,
 )
-from console.models import Cluster
-from console.permissions import ConsoleRolePermission
-from console.selectors import cluster_get
+from console.clusters.models import Cluster
+from console.clusters.permissions import ConsoleRolePermission
+from console.clusters.selectors import cluster_get
 
 
 def _cluster_or_404(cluster_id: str) -> Cluster:

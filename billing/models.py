@@ -13,7 +13,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from console.models import Cluster
+from console.clusters.models import Cluster
 
 MODEL_NAME_LENGTH = 200
 REQUEST_ID_LENGTH = 128

@@ -44,7 +44,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from console.models import Cluster, RestartJob
+from console.clusters.models import Cluster, RestartJob
 from inference import catalog, stores
 from inference.dataplane import inflight
 from inference.engine.types import EmbedRequest, EngineError, InputType, Kind

@@ -6,6 +6,8 @@ storage); set DATABASE_URL / CELERY_BROKER_URL to use PostgreSQL and Redis inste
 
 from __future__ import annotations
 
+import hashlib
+
 import os
 from pathlib import Path
 
@@ -55,7 +57,8 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "console",
+    "console.clusters",
+    "console.web",
     "inference",
     "billing",
 ]
@@ -105,6 +108,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "transaction_mode": "IMMEDIATE",
         }
     )
+
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # One test database per checkout (pytest-xdist adds a per-worker suffix), so two test runs on one
+    # machine, from two checkouts, never drop each other's database.
+    checkout = hashlib.sha256(str(BASE_DIR).encode()).hexdigest()[:8]
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{checkout}"}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -167,7 +176,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "celery")
 # `make run` embeds beat in its worker (-B): the reaper puts restart jobs of dead workers back to work.
 CELERY_BEAT_SCHEDULE = {
-    "reap-stale-restart-jobs": {"task": "console.tasks.reap_stale_restart_jobs", "schedule": 60.0},
+    "reap-stale-restart-jobs": {"task": "console.clusters.tasks.reap_stale_restart_jobs", "schedule": 60.0},
 }
 
 # --- cluster restart jobs (console/tasks.py) and the web process's control endpoint (console/agent.py) ----

@@ -7,8 +7,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from console import agent
-from console.apis import ClusterInferenceApi, RestartJobApi, RestartJobRetryApi
-from console.views import health
+from console.clusters.apis import ClusterInferenceApi, RestartJobApi, RestartJobRetryApi
+from console.web.views import health
 from inference.apis import InferenceServiceApi, ModelListApi
 from inference.dataplane.apis import RootApi
 
@@ -35,5 +35,5 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("admin/", admin.site.urls),
-    path("", include("console.console_urls")),
+    path("", include("console.web.urls")),
 ]

@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from billing.services import RateLimited, usage_limit_check
-from console.selectors import cluster_for_inference_token
+from console.clusters.selectors import cluster_for_inference_token
 from inference.embedding import get_engine
 from inference.engine.types import EmbedRequest, InputType, Kind, vector_json
 from inference.usage import emit_usage

@@ -11,7 +11,7 @@ import threading
 
 from django.conf import settings
 
-from console.models import Cluster
+from console.clusters.models import Cluster
 from inference.storage import EdgeStore, RemoteStore, VectorStore
 
 _stores: dict[str, VectorStore] = {}

@@ -14,8 +14,8 @@ from django.core.management import call_command
 from django.test import Client
 
 from console.env import env_bool, env_int
-from console.models import ApiKey, Cluster, hash_secret
-from console.services import inference_eligibility
+from console.clusters.models import ApiKey, Cluster, hash_secret
+from console.clusters.services import inference_eligibility
 from inference import catalog, provisioning
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,8 +23,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.services import usage_limit_check
-from console.models import Cluster
-from console.selectors import api_key_for_secret
+from console.clusters.models import Cluster
+from console.clusters.selectors import api_key_for_secret
 from inference.dataplane import inflight, services
 from inference.dataplane.errors import DataPlaneError, describe
 from inference.usage import emit_usage

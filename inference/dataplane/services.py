@@ -12,7 +12,7 @@ from typing import Any
 
 from qdrant_client.http import models
 
-from console.models import Cluster
+from console.clusters.models import Cluster
 from inference.embedding import get_engine
 from inference.engine.engine import Embeddings
 from inference.engine.types import EmbedRequest

@@ -16,8 +16,8 @@ from django.db import connection
 
 from billing.models import ModelPrice
 from billing.services import RecordResult, usage_record
-from console.models import Cluster, Membership
-from console.services import CreatedCluster, cluster_create
+from console.clusters.models import Cluster, Membership
+from console.clusters.services import CreatedCluster, cluster_create
 from inference import stores
 from inference.usage import UsageEvent
 from tests.helpers import DataPlaneClient

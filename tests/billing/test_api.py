@@ -13,7 +13,7 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from billing.models import LIST_PRICE_EPOCH
-from console.models import Cluster, Membership
+from console.clusters.models import Cluster, Membership
 from tests.billing.conftest import MXBAI, console_user, record, set_price_history
 from tests.conftest import BM25, MINILM
 

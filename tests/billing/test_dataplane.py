@@ -10,7 +10,7 @@ from tokenizers import Tokenizer
 
 from billing.models import UsageRecord, UsageRollup
 from billing.selectors import rollup_comparison
-from console.services import CreatedCluster
+from console.clusters.services import CreatedCluster
 from inference.engine.bm25 import count_words
 from tests.billing.conftest import DataPlane, new_cluster, response_usage
 from tests.conftest import BM25, MINILM

@@ -17,7 +17,7 @@ from billing import services
 from billing.models import LIST_PRICE_EPOCH, ModelPrice, UsageRecord, UsageRollup
 from billing.selectors import rollup_comparison
 from billing.services import normalize_request_id, usage_record
-from console.models import Cluster
+from console.clusters.models import Cluster
 from inference.catalog import find
 from inference.usage import UsageEvent, emit_usage
 from tests.billing.conftest import MXBAI, needs_postgresql, new_cluster, record

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from billing.services import BillingError, RateLimited, cluster_limit_set, usage_limit_check
-from console.models import Cluster
+from console.clusters.models import Cluster
 from tests.billing.conftest import record
 from tests.conftest import BM25, MINILM
 

@@ -19,7 +19,7 @@ from billing.models import (
 from billing.periods import Month
 from billing.selectors import Statement, free_allowance, model_prices_in_force, price_in_force, statement_get
 from billing.services import BillingError, model_allowance_set, model_price_set
-from console.models import Cluster
+from console.clusters.models import Cluster
 from inference.catalog import CATALOG
 from tests.billing.conftest import MXBAI, record, set_price_history
 from tests.conftest import MINILM

@@ -25,8 +25,8 @@ from django.db import OperationalError, connection
 from rest_framework.test import APIClient
 
 from console.celery import app as celery_app
-from console.models import Cluster, RestartJob
-from console.services import CreatedCluster, CreatedUser, cluster_create, user_create
+from console.clusters.models import Cluster, RestartJob
+from console.clusters.services import CreatedCluster, CreatedUser, cluster_create, user_create
 from inference import stores
 
 TEST_QUEUE = f"console-test-{uuid.uuid4().hex[:10]}"

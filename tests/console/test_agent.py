@@ -17,9 +17,9 @@ from django.conf import LazySettings
 from django.test import Client
 
 from console import agent
-from console.models import Cluster, RestartJob
-from console.services import CreatedCluster, CreatedUser, cluster_create, cluster_inference_toggle
-from console.tasks import restart_cluster
+from console.clusters.models import Cluster, RestartJob
+from console.clusters.services import CreatedCluster, CreatedUser, cluster_create, cluster_inference_toggle
+from console.clusters.tasks import restart_cluster
 from inference import stores
 from inference.dataplane import inflight
 from tests.console.conftest import NEW, job_state, wait_for
@@ -149,7 +149,7 @@ class TestRestartOverHttp:
         assert cluster.inference_enabled
         job = cluster_inference_toggle(cluster=cluster, enabled=False, actor=admin.user)
         assert job is not None
-        with caplog.at_level(logging.INFO, logger="console.tasks"):
+        with caplog.at_level(logging.INFO, logger="console.clusters.tasks"):
             assert restart_cluster.run(job.pk) == "succeeded"
         steps = [r.args[1] for r in caplog.records if r.getMessage().startswith(f"restart job {job.pk}: ")
                  and " done " in r.getMessage()]  # fmt: skip
@@ -168,7 +168,7 @@ class TestRestartOverHttp:
         cluster = make_cluster().cluster
         job = cluster_inference_toggle(cluster=cluster, enabled=True, actor=admin.user)
         assert job is not None
-        with caplog.at_level(logging.WARNING, logger="console.tasks"):
+        with caplog.at_level(logging.WARNING, logger="console.clusters.tasks"):
             assert restart_cluster.run(job.pk) == "failed"
         assert not [r for r in caplog.records if "retrying" in r.getMessage()]
         failed = job_state(job.pk)

@@ -12,8 +12,8 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from console.models import Cluster, InferenceToggle, Membership, RestartJob
-from console.services import CreatedCluster, CreatedUser, user_create
+from console.clusters.models import Cluster, InferenceToggle, Membership, RestartJob
+from console.clusters.services import CreatedCluster, CreatedUser, user_create
 from tests.console.conftest import AP, EU, NEW, OLD, US, memory_queue_messages
 
 pytestmark = pytest.mark.django_db
@@ -177,7 +177,7 @@ def test_toggle_queues_the_task_on_commit_only(
     with django_capture_on_commit_callbacks(execute=True) as callbacks:  # type: ignore[attr-defined]
         job_id = admin_api.patch(url(cluster), {"enabled": True}, format="json").json()["job"]["id"]
     assert len(callbacks) == 1
-    assert memory_queue_messages() == [("console.tasks.restart_cluster", [job_id])]
+    assert memory_queue_messages() == [("console.clusters.tasks.restart_cluster", [job_id])]
     job = admin_api.get(f"/api/v1/jobs/{job_id}").json()
     assert (job["cluster_id"], job["state"], job["requested_by"], job["progress"]) == (
         cluster.cluster.id,

@@ -12,8 +12,8 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
-from console.models import Cluster, InferenceToggle, RestartJob
-from console.services import (
+from console.clusters.models import Cluster, InferenceToggle, RestartJob
+from console.clusters.services import (
     ConsolePermissionDenied,
     CreatedCluster,
     CreatedUser,
@@ -28,7 +28,7 @@ from console.services import (
     restart_jobs_reap,
     user_create,
 )
-from console.tasks import _with_db_retries, restart_cluster, run_restart
+from console.clusters.tasks import _with_db_retries, restart_cluster, run_restart
 from tests.console.conftest import EU, US, memory_queue_messages
 
 pytestmark = pytest.mark.django_db
@@ -218,7 +218,7 @@ def test_reaper_requeues_stale_jobs_and_fails_exhausted_ones(
     assert sorted(result.requeued) == sorted([stale.pk, lost_message.pk])
     assert result.failed == [exhausted.pk]
     sent = memory_queue_messages()
-    assert sorted(sent) == sorted([("console.tasks.restart_cluster", [j]) for j in result.requeued])
+    assert sorted(sent) == sorted([("console.clusters.tasks.restart_cluster", [j]) for j in result.requeued])
     exhausted.refresh_from_db()
     assert exhausted.state == "failed" and "stopped responding 2 times" in exhausted.error
     assert (fresh(three).status, fresh(three).inference_enabled) == ("restarting", False)
@@ -231,7 +231,7 @@ def test_task_fails_the_job_after_retrying_an_unreachable_control_endpoint(
     settings.CONTROL_URL = "http://127.0.0.1:9"  # discard port: connection refused
     job = cluster_inference_toggle(cluster=cluster, enabled=True, actor=admin.user)
     assert job is not None
-    with caplog.at_level(logging.WARNING, logger="console.tasks"):
+    with caplog.at_level(logging.WARNING, logger="console.clusters.tasks"):
         assert restart_cluster.run(job.pk) == "failed"
     retries = [r for r in caplog.records if "retrying" in r.getMessage()]
     assert len(retries) == settings.RESTART_STEP_ATTEMPTS - 1

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from django.conf import settings
 
-from console.tasks import reap_stale_restart_jobs
+from console.clusters.tasks import reap_stale_restart_jobs
 from tests.conftest import MINILM
 from tests.console.conftest import TEST_QUEUE, celery_broker
 

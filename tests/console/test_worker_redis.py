@@ -18,9 +18,9 @@ from django.conf import LazySettings
 from django.db import OperationalError, connection
 from rest_framework.test import APIClient
 
-from console.models import Cluster, RestartJob
-from console.services import CreatedCluster
-from console.tasks import restart_cluster
+from console.clusters.models import Cluster, RestartJob
+from console.clusters.services import CreatedCluster
+from console.clusters.tasks import restart_cluster
 from inference.dataplane import inflight
 from tests.conftest import MINILM
 from tests.console.conftest import TEST_REDIS_URL, settled, token_client, wait_for
@@ -188,7 +188,7 @@ def test_duplicate_deliveries_through_the_broker_run_the_job_once(
     outcomes: list[str] = []
 
     def record(sender: Any = None, retval: Any = None, **kwargs: Any) -> None:
-        if getattr(sender, "name", "") == "console.tasks.restart_cluster":
+        if getattr(sender, "name", "") == "console.clusters.tasks.restart_cluster":
             outcomes.append(retval)
 
     task_postrun.connect(record, weak=False)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.conf import LazySettings
 
-from console.services import CreatedCluster, cluster_create
+from console.clusters.services import CreatedCluster, cluster_create
 from inference import stores
 from inference.usage import UsageEvent, usage_recorded
 

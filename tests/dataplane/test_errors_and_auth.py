@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from console.models import ApiKey, Cluster
-from console.services import CreatedCluster, api_key_create, cluster_create
+from console.clusters.models import ApiKey, Cluster
+from console.clusters.services import CreatedCluster, api_key_create, cluster_create
 from inference.usage import UsageEvent
 from tests.conftest import BM25, MINILM
 from tests.helpers import DataPlaneClient

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from django.test import Client
 
-from console.models import Cluster
-from console.services import CreatedCluster
+from console.clusters.models import Cluster
+from console.clusters.services import CreatedCluster
 from inference.embedding import get_engine
 from inference.engine.types import EmbedRequest, InputType, Kind
 from inference.usage import UsageEvent

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
-from console.services import CreatedCluster
+from console.clusters.services import CreatedCluster
 from inference.embedding import get_engine
 from inference.engine.types import EmbedRequest, InputType, Kind, SparseVector
 from inference.usage import UsageEvent

@@ -15,7 +15,7 @@ import pytest
 from django.conf import LazySettings
 from django.test import Client
 
-from console.services import CreatedUser
+from console.clusters.services import CreatedUser
 from tests.console.conftest import (  # noqa: F401  (fixtures, registered by being imported)
     admin,
     clusters_dir,

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from django.conf import LazySettings, settings
 
-from console.models import Cluster
-from console.services import CreatedCluster, CreatedUser
+from console.clusters.models import Cluster
+from console.clusters.services import CreatedCluster, CreatedUser
 from inference.dataplane import inflight
 from tests.conftest import MINILM
 from tests.console.conftest import TEST_REDIS_URL, redis_worker  # noqa: F401  (fixture, used by name)

@@ -22,8 +22,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from console.services import CreatedCluster, CreatedUser
-from console.snippets import API_KEY_PLACEHOLDER
+from console.clusters.services import CreatedCluster, CreatedUser
+from console.web.snippets import API_KEY_PLACEHOLDER
 from tests.conftest import BM25, MINILM, MINILM_L3
 from tests.ui.conftest import snippets
 

@@ -15,9 +15,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from billing.services import usage_record
-from console.models import ApiKey, Cluster, RestartJob
-from console.selectors import api_key_for_secret
-from console.services import CreatedCluster, CreatedUser, restart_job_fail
+from console.clusters.models import ApiKey, Cluster, RestartJob
+from console.clusters.selectors import api_key_for_secret
+from console.clusters.services import CreatedCluster, CreatedUser, restart_job_fail
 from inference import catalog
 from inference.usage import UsageEvent
 from tests.conftest import BM25, MINILM

@@ -8,8 +8,8 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from console.models import Membership
-from console.selectors import user_role
+from console.clusters.models import Membership
+from console.clusters.selectors import user_role
 
 
 class ConsoleRolePermission(BasePermission):

@@ -18,15 +18,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from console.models import Cluster, RestartJob
-from console.permissions import ConsoleRolePermission
-from console.selectors import cluster_get, cluster_inference_state, restart_job_get
-from console.serializers import (
+from console.clusters.models import Cluster, RestartJob
+from console.clusters.permissions import ConsoleRolePermission
+from console.clusters.selectors import cluster_get, cluster_inference_state, restart_job_get
+from console.clusters.serializers import (
     InferenceStateSerializer,
     InferenceToggleInputSerializer,
     RestartJobSerializer,
 )
-from console.services import (
+from console.clusters.services import (
     ConsolePermissionDenied,
     InferenceNotEligible,
     RestartJobConflict,

@@ -41,8 +41,9 @@ from celery import shared_task
 from django.conf import settings
 from django.db import OperationalError, connection
 
-from console import agent, services
-from console.models import RestartJob
+from console import agent
+from console.clusters import services
+from console.clusters.models import RestartJob
 
 logger = logging.getLogger(__name__)
 

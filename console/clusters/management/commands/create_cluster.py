@@ -11,8 +11,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from console.models import Cluster
-from console.services import ClusterError, cluster_create
+from console.clusters.models import Cluster
+from console.clusters.services import ClusterError, cluster_create
 
 
 class Command(BaseCommand):

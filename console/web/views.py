@@ -22,12 +22,12 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from billing.selectors import UsagePoint
-from console import console_selectors
-from console.charts import daily_bar_chart
-from console.forms import ApiKeyCreateForm, InferenceToggleForm
-from console.models import Cluster, Membership, RestartJob
-from console.selectors import cluster_get, cluster_inference_state, restart_job_get, user_role
-from console.services import (
+from console.web import selectors as console_selectors
+from console.web.charts import daily_bar_chart
+from console.web.forms import ApiKeyCreateForm, InferenceToggleForm
+from console.clusters.models import Cluster, Membership, RestartJob
+from console.clusters.selectors import cluster_get, cluster_inference_state, restart_job_get, user_role
+from console.clusters.services import (
     ClusterError,
     ConsolePermissionDenied,
     api_key_create,
@@ -35,8 +35,8 @@ from console.services import (
     cluster_inference_toggle,
     restart_job_retry,
 )
-from console.snippets import usage_snippets
-from console.tasks import FLIP, STEPS
+from console.web.snippets import usage_snippets
+from console.clusters.tasks import FLIP, STEPS
 
 
 def health(request: HttpRequest) -> JsonResponse:

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 
 from django.db.models import QuerySet
 
-from console.models import ApiKey, Cluster, InferenceToggle, Membership, RestartJob, hash_secret
+from console.clusters.models import ApiKey, Cluster, InferenceToggle, Membership, RestartJob, hash_secret
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
     from django.contrib.auth.models import AnonymousUser
 
-    from console.services import Eligibility
+    from console.clusters.services import Eligibility
 
 
 def api_key_for_secret(secret: str) -> ApiKey | None:
@@ -87,7 +87,7 @@ class InferenceState:
 def cluster_inference_state(*, cluster: Cluster) -> InferenceState:
     """The effective and desired inference state of a cluster, its eligibility and its current job."""
     # Imported here: services imports this module, and eligibility is a rule that lives with the services.
-    from console.services import inference_eligibility
+    from console.clusters.services import inference_eligibility
 
     job = restart_job_active(cluster_id=cluster.pk) or restart_job_latest(cluster_id=cluster.pk)
     return InferenceState(

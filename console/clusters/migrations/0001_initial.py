@@ -4,7 +4,7 @@ import django.db.models.deletion
 import django.utils.timezone
 from django.db import migrations, models
 
-import console.models
+import console.clusters.models
 
 
 class Migration(migrations.Migration):
@@ -19,7 +19,7 @@ class Migration(migrations.Migration):
                 (
                     "id",
                     models.CharField(
-                        default=console.models.new_cluster_id,
+                        default=console.clusters.models.new_cluster_id,
                         editable=False,
                         max_length=16,
                         primary_key=True,

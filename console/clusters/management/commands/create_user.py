@@ -8,8 +8,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from console.models import Membership
-from console.services import ClusterError, user_create
+from console.clusters.models import Membership
+from console.clusters.services import ClusterError, user_create
 
 
 class Command(BaseCommand):

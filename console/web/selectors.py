@@ -24,8 +24,8 @@ from billing.selectors import (
     statement_get,
     usage_series,
 )
-from console.models import ApiKey, Cluster
-from console.selectors import InferenceState, cluster_inference_state
+from console.clusters.models import ApiKey, Cluster
+from console.clusters.selectors import InferenceState, cluster_inference_state
 from inference.catalog import CatalogEntry
 from inference.engine.types import Output
 from inference.selectors import model_list

@@ -8,8 +8,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from console.models import Cluster
-from console.services import cluster_create
+from console.clusters.models import Cluster
+from console.clusters.services import cluster_create
 
 
 class Command(BaseCommand):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from django.contrib.auth.views import LogoutView
 from django.urls import path
 
-from console import views
+from console.web import views
 
 app_name = "console"
 

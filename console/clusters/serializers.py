@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from console.models import RestartJob
+from console.clusters.models import RestartJob
 
 
 class StrictBooleanField(serializers.BooleanField):

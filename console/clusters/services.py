@@ -35,8 +35,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from console.models import REGIONS, ApiKey, Cluster, InferenceToggle, Membership, RestartJob, hash_secret
-from console.selectors import (
+from console.clusters.models import REGIONS, ApiKey, Cluster, InferenceToggle, Membership, RestartJob, hash_secret
+from console.clusters.selectors import (
     restart_job_active,
     restart_job_latest,
     restart_jobs_stale,
@@ -198,7 +198,7 @@ def _require_admin(actor: Actor) -> None:
 
 def _enqueue_restart(job_id: int) -> None:
     """Send the job to a worker. Imported here: the task module imports these services."""
-    from console.tasks import restart_cluster
+    from console.clusters.tasks import restart_cluster
 
     restart_cluster.delay(job_id)
 
