@@ -7,7 +7,6 @@ storage); set DATABASE_URL / CELERY_BROKER_URL to use PostgreSQL and Redis inste
 from __future__ import annotations
 
 import hashlib
-
 import os
 from pathlib import Path
 

@@ -13,9 +13,9 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 
-from console.env import env_bool, env_int
 from console.clusters.models import ApiKey, Cluster, hash_secret
 from console.clusters.services import inference_eligibility
+from console.env import env_bool, env_int
 from inference import catalog, provisioning
 
 ROOT = Path(__file__).resolve().parent.parent

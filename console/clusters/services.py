@@ -35,7 +35,15 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from console.clusters.models import REGIONS, ApiKey, Cluster, InferenceToggle, Membership, RestartJob, hash_secret
+from console.clusters.models import (
+    REGIONS,
+    ApiKey,
+    Cluster,
+    InferenceToggle,
+    Membership,
+    RestartJob,
+    hash_secret,
+)
 from console.clusters.selectors import (
     restart_job_active,
     restart_job_latest,

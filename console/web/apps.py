@@ -4,7 +4,7 @@ from django.apps import AppConfig
 
 
 class WebConfig(AppConfig):
-    """The HTML console at `/console/`: it reads through the apps' selectors and writes through their services."""
+    """The HTML console at `/console/`: reads through selectors, writes through services."""
 
     name = "console.web"
     label = "console_web"

@@ -22,9 +22,6 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from billing.selectors import UsagePoint
-from console.web import selectors as console_selectors
-from console.web.charts import daily_bar_chart
-from console.web.forms import ApiKeyCreateForm, InferenceToggleForm
 from console.clusters.models import Cluster, Membership, RestartJob
 from console.clusters.selectors import cluster_get, cluster_inference_state, restart_job_get, user_role
 from console.clusters.services import (
@@ -35,8 +32,11 @@ from console.clusters.services import (
     cluster_inference_toggle,
     restart_job_retry,
 )
-from console.web.snippets import usage_snippets
 from console.clusters.tasks import FLIP, STEPS
+from console.web import selectors as console_selectors
+from console.web.charts import daily_bar_chart
+from console.web.forms import ApiKeyCreateForm, InferenceToggleForm
+from console.web.snippets import usage_snippets
 
 
 def health(request: HttpRequest) -> JsonResponse:
