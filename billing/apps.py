@@ -4,14 +4,17 @@ from django.apps import AppConfig
 
 
 class BillingConfig(AppConfig):
-    """Token-metered usage and pricing; connects the receiver that turns usage events into ledger rows."""
+    """Token-metered usage and pricing, plugged into inference through its seams (`inference.hooks`)."""
 
     name = "billing"
 
     def ready(self) -> None:
-        """Persist every usage event the data plane emits (`inference.usage.usage_recorded`)."""
-        # Imported here: receivers import models, which need the app registry to be ready.
+        """Record every usage event inference emits, and meter requests before models run."""
+        # Imported here: these import models, which need the app registry to be ready.
+        from billing.meter import BillingMeter
         from billing.receivers import on_usage_recorded
+        from inference import hooks
         from inference.usage import usage_recorded
 
         usage_recorded.connect(on_usage_recorded, dispatch_uid="billing.record_usage")
+        hooks.register_meter(BillingMeter())

@@ -44,6 +44,7 @@ from billing.selectors import (
     usage_tokens_between,
 )
 from inference import catalog
+from inference.errors import BadRequest, TooManyRequests
 from inference.usage import UsageEvent
 
 logger = logging.getLogger(__name__)
@@ -54,11 +55,11 @@ PRICE_CHANGE_LEAD = timedelta(seconds=60)
 _INSERT_CHUNK = 500  # rows per INSERT statement (well under every backend's parameter limit)
 
 
-class BillingError(Exception):
+class BillingError(BadRequest):
     """A billing change was refused; the message says why."""
 
 
-class RateLimited(Exception):
+class RateLimited(TooManyRequests):
     """The cluster already spent its tokens for the current UTC minute; retry after `retry_after_seconds`."""
 
     def __init__(self, *, retry_after_seconds: int, limit: int, used: int) -> None:
@@ -67,7 +68,8 @@ class RateLimited(Exception):
         self.used = used
         super().__init__(
             f"Rate limit exceeded: {used} of {limit} tokens per minute already used; "
-            f"retry after {retry_after_seconds} s"
+            f"retry after {retry_after_seconds} s",
+            retry_after=retry_after_seconds,
         )
 
 

@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from console import agent
+from console.clusters import control
 from console.clusters.apis import ClusterInferenceApi, RestartJobApi, RestartJobRetryApi
 from console.web.views import health
 from inference.apis import InferenceServiceApi, ModelListApi
@@ -28,7 +28,7 @@ urlpatterns = [
     path("api/v1/jobs/<int:job_id>/retry", RestartJobRetryApi.as_view(), name="restart-job-retry"),
     path(
         "internal/clusters/<str:cluster_id>/restart/<str:step>",
-        agent.restart_step,
+        control.restart_step,
         name="console-restart-step",
     ),
     # --- end of cluster inference toggle ---

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from drf_spectacular.utils import extend_schema
-from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from inference.engine.types import EngineError
+from inference import gateway
+from inference.http import inference_service_error
 from inference.selectors import model_list
 from inference.serializers import (
     CatalogModelSerializer,
     InferenceRequestSerializer,
     InferenceResponseSerializer,
 )
-from inference.services import InferenceServiceError, inference_service_embed
+from inference.services import inference_service_embed
 
 
 class ModelListApi(APIView):
@@ -49,30 +47,14 @@ class InferenceServiceApi(APIView):
     @extend_schema(request=InferenceRequestSerializer, responses=InferenceResponseSerializer)
     def post(self, request: Request) -> Response:
         """Embed the inputs in order and report usage."""
-        try:
-            data = request.data
-        except ParseError as exc:
-            return Response({"error": f"Invalid JSON: {exc.detail}"}, status=400)
-        serializer = InferenceRequestSerializer(data=data)
-        if not serializer.is_valid():
-            return Response({"error": _first_error(serializer.errors)}, status=400)
-        try:
-            embeddings, usage = inference_service_embed(**serializer.validated_data)
-        except InferenceServiceError as exc:
-            headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-            return Response({"error": str(exc)}, status=exc.status_code, headers=headers)
-        except EngineError as exc:
-            return Response({"error": str(exc)}, status=exc.status_code)
-        return Response(
-            {"embeddings": embeddings, "usage": {"models": {m: {"tokens": t} for m, t in usage.items()}}}
-        )
+        serializer = InferenceRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        cluster = gateway.authenticate_inference_token(data.pop("token", None) or "")
+        served = gateway.serve(cluster_id=cluster.id, operation=inference_service_embed, **data)
+        models = {model: {"tokens": tokens} for model, tokens in served.usage.items()}
+        return Response({"embeddings": served.result, "usage": {"models": models}})
 
-
-def _first_error(errors: Any) -> str:
-    """Flatten DRF's nested validation errors into one readable line."""
-    if isinstance(errors, dict):
-        for field, value in errors.items():
-            return f"{field}: {_first_error(value)}"
-    if isinstance(errors, list) and errors:
-        return _first_error(errors[0])
-    return str(errors)
+    def handle_exception(self, exc: Exception) -> Response:
+        """Errors as the protocol has them: `{"error": ...}` with the status Qdrant maps."""
+        return inference_service_error(exc)

@@ -7,8 +7,7 @@ from decimal import Decimal
 
 from django.conf import settings
 
-from billing.selectors import model_prices_in_force
-from inference import catalog
+from inference import catalog, hooks
 from inference.catalog import CatalogEntry
 
 
@@ -24,9 +23,9 @@ class CatalogModel:
 def model_list() -> list[CatalogModel]:
     """Every catalogued model, in catalog order, with whether its weights are installed here.
 
-    The price is the one in force now from billing's price history (seeded from the catalog's list price).
+    The price is the one in force now as the meter reports it (billing's price history), else the list price.
     """
-    prices = model_prices_in_force()
+    prices = hooks.meter().prices()
     return [
         CatalogModel(
             entry=e,

@@ -11,14 +11,14 @@ import threading
 
 from django.conf import settings
 
-from console.clusters.models import Cluster
+from inference.hooks import ClusterInfo
 from inference.storage import EdgeStore, RemoteStore, VectorStore
 
 _stores: dict[str, VectorStore] = {}
 _lock = threading.Lock()
 
 
-def store_for(cluster: Cluster) -> VectorStore:
+def store_for(cluster: ClusterInfo) -> VectorStore:
     """The cluster's store, opened on first use."""
     store = _stores.get(cluster.id)
     if store is not None:
@@ -41,8 +41,8 @@ def store_close(cluster_id: str) -> bool:
     return True
 
 
-def _open(cluster: Cluster) -> VectorStore:
-    if cluster.storage_backend == Cluster.Backend.REMOTE:
+def _open(cluster: ClusterInfo) -> VectorStore:
+    if cluster.remote_url:
         return RemoteStore(cluster.remote_url, cluster.remote_api_key or None)
     root = settings.CLUSTERS_DIR / cluster.id / "storage"
     root.mkdir(parents=True, exist_ok=True)

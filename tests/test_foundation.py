@@ -13,8 +13,7 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 
-from console.clusters.models import ApiKey, Cluster, hash_secret
-from console.clusters.services import inference_eligibility
+from console.clusters.models import ApiKey, Cluster, hash_secret, inference_eligibility
 from console.env import env_bool, env_int
 from inference import catalog, provisioning
 

@@ -3,7 +3,7 @@
 Each view validates its input, makes one selector or service call and answers through an output
 serializer. It accepts the console's session (with CSRF, as DRF enforces for sessions) and API tokens
 (`Authorization: Token <t>`, from `manage.py create_user`). Viewers may read; only admins may toggle or
-retry. Domain errors map to: not an admin -> 403, not eligible / job conflict -> 409.
+retry. Domain errors carry their status (`inference.errors`); `inference.http` renders them.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
-from rest_framework.exceptions import APIException, PermissionDenied
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -26,20 +25,9 @@ from console.clusters.serializers import (
     InferenceToggleInputSerializer,
     RestartJobSerializer,
 )
-from console.clusters.services import (
-    ConsolePermissionDenied,
-    InferenceNotEligible,
-    RestartJobConflict,
-    cluster_inference_toggle,
-    restart_job_retry,
-)
-
-
-class Conflict(APIException):
-    """409: the request is valid but the resource's state does not allow it."""
-
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "conflict"
+from console.clusters.services import InferenceNotEligible, cluster_inference_toggle, restart_job_retry
+from inference.errors import ApiError
+from inference.http import console_error
 
 
 class ConsoleApi(APIView):
@@ -50,16 +38,12 @@ class ConsoleApi(APIView):
     parser_classes = [JSONParser]
 
     def handle_exception(self, exc: Exception) -> Response:
-        """Map the services' domain errors to HTTP answers."""
-        if isinstance(exc, ConsolePermissionDenied):
-            exc = PermissionDenied(str(exc))
-        elif isinstance(exc, InferenceNotEligible):
-            return Response(
-                {"detail": str(exc), "eligibility": {"eligible": False, "reason": exc.eligibility.reason}},
-                status=status.HTTP_409_CONFLICT,
-            )
-        elif isinstance(exc, RestartJobConflict):
-            exc = Conflict(str(exc))
+        """Domain errors as DRF's `{"detail": ...}`; DRF's own errors (auth, validation) as DRF has them."""
+        if isinstance(exc, InferenceNotEligible):
+            eligibility = {"eligible": False, "reason": exc.eligibility.reason}
+            return console_error(exc, eligibility=eligibility)
+        if isinstance(exc, ApiError):
+            return console_error(exc)
         return super().handle_exception(exc)
 
 

@@ -13,3 +13,10 @@ class ClustersConfig(AppConfig):
     name = "console.clusters"
     label = "console"
     verbose_name = "Clusters"
+
+    def ready(self) -> None:
+        """Serve inference's reads of keys and clusters (`inference.hooks.Directory`)."""
+        from console.clusters.directory import ClusterDirectory  # needs the app registry
+        from inference import hooks
+
+        hooks.register_directory(ClusterDirectory())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
@@ -29,6 +30,23 @@ def new_cluster_id() -> str:
 def hash_secret(secret: str) -> str:
     """SHA-256 of a secret. Secrets are 256-bit random tokens, so a fast hash is enough (no brute force)."""
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    """Whether inference may run on a cluster, and if not, why (shown next to the disabled toggle)."""
+
+    eligible: bool
+    reason: str = ""
+
+
+def inference_eligibility(*, tier: str, region: str) -> Eligibility:
+    """Inference is for paid clusters in US regions only."""
+    if tier != "paid":
+        return Eligibility(False, "Inference is only available for paid clusters.")
+    if not region.startswith("us-"):
+        return Eligibility(False, "Inference is currently only available in US regions.")
+    return Eligibility(True)
 
 
 class Cluster(models.Model):
@@ -144,13 +162,37 @@ class RestartJob(models.Model):
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
 
+    class Step(models.TextChoices):
+        """Where a job is, in order; the label is what the console shows. The one list of restart steps."""
+
+        QUEUED = "queued", "Waiting for a worker"
+        CLAIMED = "claimed", "Starting"
+        DRAIN = "drain", "Draining in-flight requests"
+        STORAGE = "storage", "Reopening storage"
+        WARM = "warm", "Warming the ONNX workers"
+        HEALTH = "health", "Health check"
+        FLIP = "flip", "Applying the new configuration"
+        DONE = "done", "Done"
+
+    # The steps the web process runs for a job (over its control endpoint), and the progress shown as each
+    # starts. WARM runs only when a job turns inference on (there is nothing to warm otherwise).
+    CONTROL_STEPS = (Step.DRAIN, Step.STORAGE, Step.WARM, Step.HEALTH)
+    PROGRESS = {
+        Step.DRAIN: 10,
+        Step.STORAGE: 30,
+        Step.WARM: 50,
+        Step.HEALTH: 80,
+        Step.FLIP: 95,
+        Step.DONE: 100,
+    }
+
     ACTIVE_STATES = (State.QUEUED, State.RUNNING)
 
     cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="restart_jobs")
     target_enabled = models.BooleanField()  # the inference state this restart applies
     previous_enabled = models.BooleanField()  # the effective state when the job was created (kept on failure)
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
-    step = models.CharField(max_length=32, default="queued")
+    step = models.CharField(max_length=32, choices=Step.choices, default=Step.QUEUED)
     progress = models.PositiveSmallIntegerField(default=0)
     error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)

@@ -8,24 +8,27 @@ from typing import TYPE_CHECKING
 
 from django.db.models import QuerySet
 
-from console.clusters.models import ApiKey, Cluster, InferenceToggle, Membership, RestartJob, hash_secret
+from console.clusters.models import (
+    ApiKey,
+    Cluster,
+    Eligibility,
+    InferenceToggle,
+    Membership,
+    RestartJob,
+    hash_secret,
+    inference_eligibility,
+)
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
     from django.contrib.auth.models import AnonymousUser
 
-    from console.clusters.services import Eligibility
-
 
 def api_key_for_secret(secret: str) -> ApiKey | None:
-    """The active API key with this clear secret (looked up by hash), with its cluster."""
+    """The active API key with this clear secret (looked up by hash)."""
     if not secret:
         return None
-    return (
-        ApiKey.objects.select_related("cluster")
-        .filter(key_hash=hash_secret(secret), revoked_at__isnull=True)
-        .first()
-    )
+    return ApiKey.objects.filter(key_hash=hash_secret(secret), revoked_at__isnull=True).first()
 
 
 def cluster_for_inference_token(token: str) -> Cluster | None:
@@ -86,9 +89,6 @@ class InferenceState:
 
 def cluster_inference_state(*, cluster: Cluster) -> InferenceState:
     """The effective and desired inference state of a cluster, its eligibility and its current job."""
-    # Imported here: services imports this module, and eligibility is a rule that lives with the services.
-    from console.clusters.services import inference_eligibility
-
     job = restart_job_active(cluster_id=cluster.pk) or restart_job_latest(cluster_id=cluster.pk)
     return InferenceState(
         cluster=cluster,

@@ -26,6 +26,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser, User
@@ -39,10 +40,12 @@ from console.clusters.models import (
     REGIONS,
     ApiKey,
     Cluster,
+    Eligibility,
     InferenceToggle,
     Membership,
     RestartJob,
     hash_secret,
+    inference_eligibility,
 )
 from console.clusters.selectors import (
     restart_job_active,
@@ -51,32 +54,20 @@ from console.clusters.selectors import (
     restart_jobs_unclaimed,
     user_is_admin,
 )
+from inference.errors import ApiError, Forbidden
 
 logger = logging.getLogger(__name__)
+
+RESTART_TASK = "console.clusters.tasks.restart_cluster"  # the Celery task that runs a restart job
 
 # Clusters created after this day start with inference on (when eligible), as in the cloud.
 INFERENCE_DEFAULT_ON_AFTER = date(2025, 7, 7)
 
 
-class ClusterError(Exception):
-    """A cluster operation was refused; the message says why."""
+class ClusterError(ApiError):
+    """A cluster operation was refused (400 unless a subclass says otherwise); the message says why."""
 
-
-@dataclass(frozen=True)
-class Eligibility:
-    """Whether inference may run on a cluster, and if not, why (shown next to the disabled toggle)."""
-
-    eligible: bool
-    reason: str = ""
-
-
-def inference_eligibility(*, tier: str, region: str) -> Eligibility:
-    """Inference is for paid clusters in US regions only."""
-    if tier != Cluster.Tier.PAID:
-        return Eligibility(False, "Inference is only available for paid clusters.")
-    if not region.startswith("us-"):
-        return Eligibility(False, "Inference is currently only available in US regions.")
-    return Eligibility(True)
+    status = 400
 
 
 @dataclass(frozen=True)
@@ -146,7 +137,7 @@ def api_key_revoke(*, api_key: ApiKey) -> None:
 # --- console users ------------------------------------------------------------------------------------
 
 
-class ConsolePermissionDenied(Exception):
+class ConsolePermissionDenied(Forbidden):
     """The user's console role does not allow this action."""
 
 
@@ -187,6 +178,8 @@ def user_create(*, username: str, role: str, password: str | None = None) -> Cre
 class InferenceNotEligible(ClusterError):
     """Inference cannot be enabled on this cluster; the eligibility says why."""
 
+    status = 409
+
     def __init__(self, eligibility: Eligibility) -> None:
         super().__init__(eligibility.reason)
         self.eligibility = eligibility
@@ -194,6 +187,8 @@ class InferenceNotEligible(ClusterError):
 
 class RestartJobConflict(ClusterError):
     """The job cannot be retried in its current state."""
+
+    status = 409
 
 
 Actor = AbstractBaseUser | AnonymousUser
@@ -205,10 +200,8 @@ def _require_admin(actor: Actor) -> None:
 
 
 def _enqueue_restart(job_id: int) -> None:
-    """Send the job to a worker. Imported here: the task module imports these services."""
-    from console.clusters.tasks import restart_cluster
-
-    restart_cluster.delay(job_id)
+    """Send the job to a worker, by task name: the task module imports these services, not the reverse."""
+    current_app.send_task(RESTART_TASK, args=[job_id])
 
 
 def _enqueue_on_commit(job_id: int) -> None:
@@ -327,7 +320,7 @@ def restart_job_claim(*, job_id: int, now: datetime | None = None) -> int | None
             attempts=F("attempts") + 1,
             started_at=Coalesce(F("started_at"), Value(now)),
             heartbeat_at=now,
-            step="claimed",
+            step=RestartJob.Step.CLAIMED,
             progress=0,
         )
         if not claimed:
@@ -367,7 +360,7 @@ def restart_job_complete(*, job_id: int, attempt: int) -> RestartJob | None:
             return None
         now = timezone.now()
         job.state = RestartJob.State.SUCCEEDED
-        job.step, job.progress, job.finished_at, job.heartbeat_at = "done", 100, now, now
+        job.step, job.progress, job.finished_at, job.heartbeat_at = RestartJob.Step.DONE, 100, now, now
         job.save(update_fields=["state", "step", "progress", "finished_at", "heartbeat_at"])
         cluster.inference_enabled = job.target_enabled
         chained: RestartJob | None = None

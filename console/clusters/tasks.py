@@ -12,13 +12,13 @@ delivery of a job another worker holds, claims nothing and returns. Then, step b
 4. health    storage answers; when enabling, each text model embeds a probe
 5. flip      the effective state becomes the job's target, the cluster RUNNING, the job succeeded
 
-Steps 1-4 touch objects that live in the web process, not in this worker, so the worker asks the web
-process to do them through its signed control endpoint (`console.agent`, see there for why). Before each
-step (and each try) the job's step, progress and heartbeat are written in a short transaction of their
-own; no transaction is open while a control call runs. Connection errors and 5xx answers are transient: the
-step is tried RESTART_STEP_ATTEMPTS times with doubling pauses. A 4xx or the last failed try marks the job
-failed with the reason; the cluster then runs again with its previous effective state, and an admin can
-retry (`services.restart_job_retry`).
+Steps 1-4 touch objects that live in the web process, not in this worker, so the worker asks the web process
+to do them through its signed control endpoint (`console.clusters.control`, see there for why). Before each
+step (and each try) the job's step, progress and heartbeat are written in a short transaction of their own;
+no transaction is open while a control call runs. Connection errors and 5xx answers are transient: the step
+is tried RESTART_STEP_ATTEMPTS times with doubling pauses. A 4xx or the last failed try marks the job failed
+with the reason; the cluster then runs again with its previous effective state, and an admin can retry
+(`services.restart_job_retry`).
 
 A worker killed mid-job
 -----------------------
@@ -34,15 +34,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from celery import shared_task
 from django.conf import settings
 from django.db import OperationalError, connection
 
-from console import agent
-from console.clusters import services
+from console.clusters import control, services
 from console.clusters.models import RestartJob
 
 logger = logging.getLogger(__name__)
@@ -50,30 +48,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Step:
-    """One step of a restart: its name (shown as the job's step), progress when it starts, and label."""
-
-    name: str
-    progress: int
-    label: str
-    only_when_enabling: bool = False
-
-
-STEPS = (
-    Step("drain", 10, "Draining in-flight requests"),
-    Step("storage", 30, "Reopening storage"),
-    Step("warm", 50, "Warming the ONNX workers", only_when_enabling=True),
-    Step("health", 80, "Health check"),
-)
-FLIP = Step("flip", 95, "Applying the new configuration")
-
-
 class LeaseLost(Exception):
     """Another run took the job over (this worker was presumed dead) or the job was failed meanwhile."""
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@shared_task(name=services.RESTART_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def restart_cluster(job_id: int) -> str:
     """Run one restart job to the end; returns what happened (for logs and tests)."""
     attempt = _with_db_retries(lambda: services.restart_job_claim(job_id=job_id))
@@ -93,19 +72,19 @@ def reap_stale_restart_jobs() -> dict[str, list[int]]:
 def run_restart(*, job_id: int, attempt: int) -> str:
     """The steps of a claimed job, under the lease `attempt`; 'succeeded', 'failed' or 'lost'."""
     job = RestartJob.objects.get(pk=job_id)
-    step = STEPS[0]
+    step = RestartJob.CONTROL_STEPS[0]
     try:
-        for step in STEPS:
-            if step.only_when_enabling and not job.target_enabled:
+        for step in RestartJob.CONTROL_STEPS:
+            if step == RestartJob.Step.WARM and not job.target_enabled:
                 continue  # nothing to warm when turning inference off
             _run_step(job, attempt, step)
-        step = FLIP
+        step = RestartJob.Step.FLIP
         _beat(job, attempt, step)
         chained = _with_db_retries(lambda: services.restart_job_complete(job_id=job_id, attempt=attempt))
     except LeaseLost:
         logger.warning("restart job %s: attempt %s no longer holds the job; stopping", job_id, attempt)
         return "lost"
-    except agent.AgentError as exc:
+    except control.ControlError as exc:
         hint = "" if exc.transient else " (not retried: the error is not transient)"
         error = f"{step.label} failed: {exc.message}{hint}"
         _with_db_retries(lambda: services.restart_job_fail(job_id=job_id, attempt=attempt, error=error))
@@ -114,7 +93,7 @@ def run_restart(*, job_id: int, attempt: int) -> str:
         # A bug, or a database still failing after retries: fail the job with what we know. If even that
         # write fails, the error leaves the task, the job stays running, and the reaper takes it up once its
         # heartbeat is stale.
-        logger.exception("restart job %s: unexpected error in step %s", job_id, step.name)
+        logger.exception("restart job %s: unexpected error in step %s", job_id, step)
         error = f"{step.label} failed: internal error ({type(exc).__name__})"
         _with_db_retries(lambda: services.restart_job_fail(job_id=job_id, attempt=attempt, error=error))
         return "failed"
@@ -123,11 +102,11 @@ def run_restart(*, job_id: int, attempt: int) -> str:
     return "succeeded"
 
 
-def _beat(job: RestartJob, attempt: int, step: Step) -> None:
+def _beat(job: RestartJob, attempt: int, step: RestartJob.Step) -> None:
     """Record the step and beat the heartbeat, or stop if the job is no longer ours."""
     if not _with_db_retries(
         lambda: services.restart_job_progress(
-            job_id=job.pk, attempt=attempt, step=step.name, progress=step.progress
+            job_id=job.pk, attempt=attempt, step=step, progress=RestartJob.PROGRESS[step]
         )
     ):
         raise LeaseLost()
@@ -156,27 +135,25 @@ def _with_db_retries(write: Callable[[], T]) -> T:
     raise AssertionError("unreachable")  # the loop returns or raises
 
 
-def _run_step(job: RestartJob, attempt: int, step: Step) -> None:
+def _run_step(job: RestartJob, attempt: int, step: RestartJob.Step) -> None:
     """One control call, tried again on transient errors with doubling pauses (a heartbeat per try)."""
     timeout = float(settings.RESTART_CONTROL_TIMEOUT)
-    if step.name == "drain":
+    if step == RestartJob.Step.DRAIN:
         timeout += float(settings.RESTART_DRAIN_TIMEOUT)  # the web process waits that long before answering
     tries = int(settings.RESTART_STEP_ATTEMPTS)
     for number in range(1, tries + 1):
         _beat(job, attempt, step)
         try:
-            detail = agent.call_step(
-                cluster_id=job.cluster_id, step=step.name, job_id=job.pk, timeout=timeout
-            )
-        except agent.AgentError as exc:
+            detail = control.call_step(cluster_id=job.cluster_id, step=step, job_id=job.pk, timeout=timeout)
+        except control.ControlError as exc:
             if not exc.transient or number == tries:
                 raise
             pause = float(settings.RESTART_RETRY_BACKOFF) * 2 ** (number - 1)
             logger.warning(
                 "restart job %s: %s failed (try %s/%s, retrying in %.1fs): %s",
-                job.pk, step.name, number, tries, pause, exc.message,
+                job.pk, step, number, tries, pause, exc.message,
             )  # fmt: skip
             time.sleep(pause)
             continue
-        logger.info("restart job %s: %s done %s", job.pk, step.name, detail)
+        logger.info("restart job %s: %s done %s", job.pk, step, detail)
         return

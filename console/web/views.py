@@ -32,7 +32,6 @@ from console.clusters.services import (
     cluster_inference_toggle,
     restart_job_retry,
 )
-from console.clusters.tasks import FLIP, STEPS
 from console.web import selectors as console_selectors
 from console.web.charts import daily_bar_chart
 from console.web.forms import ApiKeyCreateForm, InferenceToggleForm
@@ -66,12 +65,7 @@ class ConsoleLoginView(LoginView):
 
 # --- helpers ---------------------------------------------------------------------------------------------
 
-STEP_LABELS = {
-    "queued": "Waiting for a worker",
-    "claimed": "Starting",
-    **{step.name: step.label for step in (*STEPS, FLIP)},
-    "done": "Done",
-}
+STEP_LABELS = dict(RestartJob.Step.choices)
 
 
 def _role(request: HttpRequest) -> str:

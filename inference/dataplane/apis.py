@@ -9,38 +9,23 @@ from __future__ import annotations
 
 import importlib.metadata
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 from django.http import HttpRequest
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
-from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing.services import usage_limit_check
-from console.clusters.models import Cluster
-from console.clusters.selectors import api_key_for_secret
-from inference.dataplane import inflight, services
-from inference.dataplane.errors import DataPlaneError, describe
-from inference.usage import emit_usage
+from inference import gateway
+from inference.dataplane import services
+from inference.errors import FormatError
+from inference.hooks import ClusterInfo
+from inference.http import qdrant_error
 
-RETRY_AFTER_SECONDS = 5
-# The service calls that may run a model (and so are subject to the cluster's tokens-per-minute limit).
-INFERENCE_CALLS = frozenset(
-    {
-        services.points_upsert,
-        services.points_update_vectors,
-        services.points_batch,
-        services.points_query,
-        services.points_query_batch,
-        services.points_query_groups,
-    }
-)
 QDRANT_VERSION = importlib.metadata.version("qdrant-client")  # a server version the client accepts
 
 
@@ -77,9 +62,9 @@ class DataPlaneSchema(AutoSchema):
 
 
 class DataPlaneApi(APIView):
-    """Base of every data-plane view: API-key auth, cluster state, Qdrant response and error shapes."""
+    """Base of every data-plane view: translate HTTP to one gateway call and its result or error back."""
 
-    authentication_classes = []  # the data plane authenticates API keys itself (see `_authenticate`)
+    authentication_classes = []  # the gateway authenticates API keys (see `initial`)
     permission_classes = []
     parser_classes = [JSONParser]
     schema = DataPlaneSchema()
@@ -87,70 +72,46 @@ class DataPlaneApi(APIView):
     write_methods: ClassVar[frozenset[str]] = frozenset({"PUT", "DELETE"})
     write_posts: ClassVar[bool] = False  # POST is a write for this view (e.g. points/delete)
 
-    cluster: Cluster
+    cluster: ClusterInfo
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         """Authenticate before the handler runs; the started time is kept for the `time` field."""
         self._started = time.perf_counter()
         super().initial(request, *args, **kwargs)
-        self.cluster = self._authenticate(request, kwargs["cluster_id"])
-
-    def _authenticate(self, request: Request, cluster_id: str) -> Cluster:
-        secret = _api_key_of(request)
-        if not secret:
-            raise DataPlaneError("Must provide an API key or an Authorization bearer token", 401)
-        key = api_key_for_secret(secret)
-        if key is None:
-            raise DataPlaneError("Invalid API key or JWT", 401)
-        if key.cluster_id != cluster_id:
-            raise DataPlaneError("Forbidden: this API key belongs to another cluster", 403)
         is_write = request.method in self.write_methods or (request.method == "POST" and self.write_posts)
-        if is_write and key.read_only:
-            raise DataPlaneError("Forbidden: this API key is read-only", 403)
-        return key.cluster
+        self.cluster = gateway.authenticate(
+            secret=_api_key_of(request), cluster_id=kwargs["cluster_id"], write=is_write
+        )
 
     def body(self) -> dict[str, Any]:
         """The JSON body as an object (an empty body is an empty object)."""
-        try:
-            data = self.request.data
-        except ParseError as exc:
-            raise DataPlaneError(f"Format error in JSON body: {exc.detail}", 400) from None
+        data = self.request.data  # a malformed body raises ParseError: a 400 in `handle_exception`
         if data in (None, b"", ""):
             return {}
         if not isinstance(data, dict):
-            raise DataPlaneError("Format error in JSON body: expected a JSON object", 400)
+            raise FormatError("expected a JSON object")
         return data
 
     def answer(self, call: Callable[..., services.Result], **kwargs: Any) -> Response:
-        """Run one service call and wrap its result and usage as Qdrant does."""
-        with inflight.track(self.cluster.id):  # a restart waits for these before closing storage
-            # Read the state again once counted: a restart that begins after this read will wait for us.
-            self.cluster.refresh_from_db(fields=["status", "inference_enabled"])
-            if self.cluster.status == Cluster.Status.RESTARTING:
-                raise DataPlaneError(
-                    "Service unavailable: the cluster is restarting to apply a new configuration, retry soon",
-                    503,
-                    {"Retry-After": str(RETRY_AFTER_SECONDS)},
-                )
-            if call in INFERENCE_CALLS:  # over its tokens-per-minute limit: 429 before any model runs
-                usage_limit_check(cluster_id=self.cluster.id)
-            result, usage = call(cluster=self.cluster, **kwargs)
-        content: dict[str, Any] = {"result": result, "status": "ok", "time": self._elapsed()}
-        if usage:
-            request_id = self.request.headers.get("Idempotency-Key") or uuid.uuid4().hex
-            emit_usage(cluster_id=self.cluster.id, request_id=request_id, usage=usage)
-            content["usage"] = {"inference": {"models": {m: {"tokens": t} for m, t in usage.items()}}}
+        """Serve one operation through the gateway and wrap its result and usage as Qdrant does."""
+        served = gateway.serve(
+            cluster_id=self.cluster.id,
+            operation=call,
+            request_id=self.request.headers.get("Idempotency-Key") or None,
+            **kwargs,
+        )
+        content: dict[str, Any] = {"result": served.result, "status": "ok", "time": self._elapsed()}
+        if served.usage:
+            models = {model: {"tokens": tokens} for model, tokens in served.usage.items()}
+            content["usage"] = {"inference": {"models": models}}
         return Response(content)
 
     def handle_exception(self, exc: Exception) -> Response:
         """Every error in Qdrant's shape; never a stack trace, never the request body."""
-        status, message, headers = describe(exc)
-        started = getattr(self, "_started", time.perf_counter())
-        body = {"status": {"error": message}, "time": time.perf_counter() - started}
-        return Response(body, status=status, headers=headers)
+        return qdrant_error(exc, elapsed=self._elapsed())
 
     def _elapsed(self) -> float:
-        return time.perf_counter() - self._started
+        return time.perf_counter() - getattr(self, "_started", time.perf_counter())
 
 
 class RootApi(DataPlaneApi):
@@ -159,8 +120,7 @@ class RootApi(DataPlaneApi):
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         """The root answers without a key, like Qdrant's."""
         self._started = time.perf_counter()
-        if not Cluster.objects.filter(pk=kwargs["cluster_id"]).exists():
-            raise DataPlaneError(f"Not found: cluster {kwargs['cluster_id']} does not exist", 404)
+        gateway.cluster_get(kwargs["cluster_id"])  # NotFound for an unknown cluster
 
     def get(self, request: Request, cluster_id: str) -> Response:
         """Server title and version."""

@@ -1,23 +1,20 @@
 """Data-plane operations: resolve inference objects, then one call to the cluster's vector store.
 
-Each function takes the parsed JSON body and returns `(result, usage)`: `result` in Qdrant's REST shape,
-`usage` as model -> tokens (empty when no inference ran). Inference happens before storage is touched, and
-outside any database transaction; usage is emitted by the caller only after the whole request succeeded.
+Each function is an operation of the inference gateway (`inference.gateway.serve`): it takes the gateway's
+`Context` (the cluster, and the metered `embed`) and the parsed JSON body, and returns `(result, usage)`:
+`result` in Qdrant's REST shape, `usage` as model -> tokens (empty when no inference ran). Inference happens
+before storage is touched, and outside any database transaction; the gateway reports usage only after the
+whole operation succeeded. Protocol-neutral: the REST views and the gRPC servicers both call these.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from qdrant_client.http import models
 
-from console.clusters.models import Cluster
-from inference.embedding import get_engine
-from inference.engine.engine import Embeddings
-from inference.engine.types import EmbedRequest
-from inference.resolution import Resolver
-from inference.storage import VectorStore
+from inference.gateway import Context
+from inference.storage import BadRequest, PointNotFound, VectorStore
 from inference.storage.base import normalize_point_id, normalize_point_ids
 from inference.stores import store_for
 
@@ -25,83 +22,74 @@ Usage = dict[str, int]
 Result = tuple[Any, Usage]
 
 
-def _embed(requests: Sequence[EmbedRequest]) -> Embeddings:
-    # Looked up per call, not bound at import: the engine is created lazily on first use.
-    return get_engine().embed(requests)
-
-
-def _resolver(cluster: Cluster) -> Resolver:
-    return Resolver(_embed, inference_enabled=cluster.inference_enabled)
-
-
-def _store(cluster: Cluster) -> VectorStore:
-    return store_for(cluster)
+def _store(ctx: Context) -> VectorStore:
+    return store_for(ctx.cluster)
 
 
 # --- collections -----------------------------------------------------------------------------------------
 
 
-def collection_create(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+def collection_create(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
     """Create a collection (dense, named, sparse, multivector params)."""
-    _store(cluster).create_collection(collection, models.CreateCollection.model_validate(body))
+    _store(ctx).create_collection(collection, models.CreateCollection.model_validate(body))
     return True, {}
 
 
-def collection_get(*, cluster: Cluster, collection: str) -> Result:
+def collection_get(ctx: Context, *, collection: str) -> Result:
     """Collection info."""
-    return _store(cluster).get_collection(collection), {}
+    return _store(ctx).get_collection(collection), {}
 
 
-def collection_exists(*, cluster: Cluster, collection: str) -> Result:
+def collection_exists(ctx: Context, *, collection: str) -> Result:
     """Whether a collection exists."""
-    return {"exists": _store(cluster).collection_exists(collection)}, {}
+    return {"exists": _store(ctx).collection_exists(collection)}, {}
 
 
-def collection_list(*, cluster: Cluster) -> Result:
+def collection_list(ctx: Context) -> Result:
     """Names of every collection."""
-    return {"collections": [{"name": n} for n in _store(cluster).list_collections()]}, {}
+    return {"collections": [{"name": n} for n in _store(ctx).list_collections()]}, {}
 
 
-def collection_delete(*, cluster: Cluster, collection: str) -> Result:
+def collection_delete(ctx: Context, *, collection: str) -> Result:
     """Delete a collection; True if it existed."""
-    return _store(cluster).delete_collection(collection), {}
+    return _store(ctx).delete_collection(collection), {}
 
 
-def payload_index_create(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+def payload_index_create(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
     """Create a payload index."""
     req = models.CreateFieldIndex.model_validate(body)
     schema = req.field_schema if req.field_schema is not None else models.PayloadSchemaType.KEYWORD
-    return _store(cluster).create_payload_index(collection, req.field_name, schema), {}
+    return _store(ctx).create_payload_index(collection, req.field_name, schema), {}
 
 
-def payload_index_delete(*, cluster: Cluster, collection: str, field_name: str) -> Result:
+def payload_index_delete(ctx: Context, *, collection: str, field_name: str) -> Result:
     """Delete a payload index."""
-    return _store(cluster).delete_payload_index(collection, field_name), {}
+    return _store(ctx).delete_payload_index(collection, field_name), {}
 
 
 # --- points: writes --------------------------------------------------------------------------------------
 
 
-def points_upsert(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+def points_upsert(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
     """Upsert points (list or batch form); inference objects are embedded as documents."""
-    store = _store(cluster)
-    resolved = _resolver(cluster).upsert(body, store.vector_config(collection))
+    store = _store(ctx)
+    resolved = ctx.resolver().upsert(body, store.vector_config(collection))
     points = _points_of(resolved.body)
     return store.upsert(collection, points), resolved.usage
 
 
-def points_update_vectors(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+def points_update_vectors(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
     """Update named vectors of existing points; inference objects are embedded as documents."""
-    store = _store(cluster)
-    resolved = _resolver(cluster).update_vectors(body, store.vector_config(collection))
+    store = _store(ctx)
+    resolved = ctx.resolver().update_vectors(body, store.vector_config(collection))
     req = models.UpdateVectors.model_validate(resolved.body)
     return store.update_vectors(collection, req.points), resolved.usage
 
 
-def points_batch(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+def points_batch(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
     """Several update operations in order (`POST /points/batch`), all resolved before the first runs."""
-    store = _store(cluster)
-    resolved = _resolver(cluster).points_batch(body, store.vector_config(collection))
+    store = _store(ctx)
+    resolved = ctx.resolver().points_batch(body, store.vector_config(collection))
     # Parse every operation before running any, so a malformed last one writes nothing.
     operations = models.UpdateOperations.model_validate(resolved.body).operations
     for op in operations:  # a bad id in a later operation must not leave the earlier ones applied
@@ -149,45 +137,45 @@ def _check_point_ids(value: Any) -> None:
             _check_point_ids(item)
 
 
-def points_delete(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+def points_delete(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
     """Delete points by ids or filter."""
-    return _store(cluster).delete_points(collection, _selector(body)), {}
+    return _store(ctx).delete_points(collection, _selector(body)), {}
 
 
-def payload_set(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+def payload_set(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
     """Merge payload keys into points."""
-    return _store(cluster).set_payload(collection, models.SetPayload.model_validate(body)), {}
+    return _store(ctx).set_payload(collection, models.SetPayload.model_validate(body)), {}
 
 
-def payload_overwrite(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+def payload_overwrite(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
     """Replace the payload of points."""
-    return _store(cluster).overwrite_payload(collection, models.SetPayload.model_validate(body)), {}
+    return _store(ctx).overwrite_payload(collection, models.SetPayload.model_validate(body)), {}
 
 
-def payload_delete(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+def payload_delete(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
     """Delete payload keys."""
-    return _store(cluster).delete_payload(collection, models.DeletePayload.model_validate(body)), {}
+    return _store(ctx).delete_payload(collection, models.DeletePayload.model_validate(body)), {}
 
 
-def payload_clear(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+def payload_clear(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
     """Remove the whole payload of points."""
-    return _store(cluster).clear_payload(collection, _selector(body)), {}
+    return _store(ctx).clear_payload(collection, _selector(body)), {}
 
 
-def vectors_delete(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+def vectors_delete(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
     """Delete named vectors of points."""
-    return _store(cluster).delete_vectors(collection, models.DeleteVectors.model_validate(body)), {}
+    return _store(ctx).delete_vectors(collection, models.DeleteVectors.model_validate(body)), {}
 
 
 # --- points: reads -------------------------------------------------------------------------------------
 
 
-def points_retrieve(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+def points_retrieve(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
     """Points by id."""
     req = models.PointRequest.model_validate(body)
     with_payload = req.with_payload if req.with_payload is not None else True
     with_vector = req.with_vector if req.with_vector is not None else False
-    return _store(cluster).retrieve(
+    return _store(ctx).retrieve(
         collection,
         req.ids,
         with_payload=with_payload,
@@ -195,50 +183,48 @@ def points_retrieve(*, cluster: Cluster, collection: str, body: dict[str, Any]) 
     ), {}
 
 
-def point_get(*, cluster: Cluster, collection: str, point_id: int | str) -> Result:
+def point_get(ctx: Context, *, collection: str, point_id: int | str) -> Result:
     """One point by id, with payload and vectors."""
-    from inference.storage import PointNotFound
-
-    points = _store(cluster).retrieve(collection, [point_id], with_payload=True, with_vector=True)
+    points = _store(ctx).retrieve(collection, [point_id], with_payload=True, with_vector=True)
     if not points:
         raise PointNotFound(point_id)
     return points[0], {}
 
 
-def points_scroll(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+def points_scroll(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
     """A page of points."""
-    return _store(cluster).scroll(collection, models.ScrollRequest.model_validate(body)), {}
+    return _store(ctx).scroll(collection, models.ScrollRequest.model_validate(body)), {}
 
 
-def points_count(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+def points_count(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
     """How many points match."""
-    return _store(cluster).count(collection, models.CountRequest.model_validate(body)), {}
+    return _store(ctx).count(collection, models.CountRequest.model_validate(body)), {}
 
 
-def points_facet(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+def points_facet(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
     """Counts of payload values."""
-    return _store(cluster).facet(collection, models.FacetRequest.model_validate(body)), {}
+    return _store(ctx).facet(collection, models.FacetRequest.model_validate(body)), {}
 
 
-def points_query(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+def points_query(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
     """Universal query; inference objects anywhere in it are embedded as queries."""
-    store = _store(cluster)
-    resolved = _resolver(cluster).query(body, store.vector_config(collection))
+    store = _store(ctx)
+    resolved = ctx.resolver().query(body, store.vector_config(collection))
     return store.query(collection, models.QueryRequest.model_validate(resolved.body)), resolved.usage
 
 
-def points_query_batch(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+def points_query_batch(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
     """Several queries; all their inference objects are embedded in one call."""
-    store = _store(cluster)
-    resolved = _resolver(cluster).query_batch(body, store.vector_config(collection))
+    store = _store(ctx)
+    resolved = ctx.resolver().query_batch(body, store.vector_config(collection))
     searches = models.QueryRequestBatch.model_validate(resolved.body).searches
     return store.query_batch(collection, searches), resolved.usage
 
 
-def points_query_groups(*, cluster: Cluster, collection: str, body: dict[str, Any]) -> Result:
+def points_query_groups(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
     """Query grouped by a payload field."""
-    store = _store(cluster)
-    resolved = _resolver(cluster).query(body, store.vector_config(collection))
+    store = _store(ctx)
+    resolved = ctx.resolver().query(body, store.vector_config(collection))
     req = models.QueryGroupsRequest.model_validate(resolved.body)
     return store.query_groups(collection, req), resolved.usage
 
@@ -274,8 +260,6 @@ def _points_of(body: dict[str, Any]) -> list[models.PointStruct]:
 
 
 def _length_error() -> Exception:
-    from inference.storage import BadRequest
-
     return BadRequest("Wrong input: Batch has different number of ids, vectors and payloads")
 
 

@@ -21,7 +21,7 @@ from rest_framework.test import APIClient
 from console.clusters.models import Cluster, RestartJob
 from console.clusters.services import CreatedCluster
 from console.clusters.tasks import restart_cluster
-from inference.dataplane import inflight
+from inference import inflight
 from tests.conftest import MINILM
 from tests.console.conftest import TEST_REDIS_URL, settled, token_client, wait_for
 

@@ -22,7 +22,7 @@ from django.conf import LazySettings, settings
 
 from console.clusters.models import Cluster
 from console.clusters.services import CreatedCluster, CreatedUser
-from inference.dataplane import inflight
+from inference import inflight
 from tests.conftest import MINILM
 from tests.console.conftest import TEST_REDIS_URL, redis_worker  # noqa: F401  (fixture, used by name)
 from tests.ui.conftest import ADMIN_PASSWORD, VIEWER_PASSWORD

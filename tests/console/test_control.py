@@ -11,32 +11,28 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
+from unittest import mock
 
 import pytest
 from django.conf import LazySettings
 from django.test import Client
 
-from console import agent
+from console.clusters import control
 from console.clusters.models import Cluster, RestartJob
 from console.clusters.services import CreatedCluster, CreatedUser, cluster_create, cluster_inference_toggle
 from console.clusters.tasks import restart_cluster
-from inference import stores
-from inference.dataplane import inflight
+from inference import inflight, stores
 from tests.console.conftest import NEW, job_state, wait_for
 
 
-def signed_post(
-    client: Client, cluster_id: str, step: str, body: bytes, timestamp: int | None = None
-) -> object:
-    ts = str(int(time.time()) if timestamp is None else timestamp)
+def signed_post(client: Client, cluster_id: str, step: str, job_id: int, token: str | None = None) -> Any:
+    if token is None:
+        token = control.sign(cluster_id=cluster_id, step=step, job_id=job_id)
     return client.post(
         f"/internal/clusters/{cluster_id}/restart/{step}",
-        body,
+        json.dumps({"token": token}),
         content_type="application/json",
-        headers={
-            agent.TIMESTAMP_HEADER: ts,
-            agent.SIGNATURE_HEADER: agent.sign(step=step, cluster_id=cluster_id, timestamp=ts, body=body),
-        },
     )
 
 
@@ -53,60 +49,45 @@ class TestControlEndpoint:
 
     def test_unsigned_forged_and_expired_calls_are_refused(self, running_job: RestartJob) -> None:
         client = Client()
-        cluster_id = running_job.cluster_id
+        cluster_id, job_id = running_job.cluster_id, running_job.pk
         path = f"/internal/clusters/{cluster_id}/restart/drain"
-        body = json.dumps({"job_id": running_job.pk}).encode()
-        assert client.post(path, body, content_type="application/json").status_code == 403
-        forged = client.post(
-            path,
-            body,
-            content_type="application/json",
-            headers={agent.TIMESTAMP_HEADER: str(int(time.time())), agent.SIGNATURE_HEADER: "0" * 64},
-        )
-        assert forged.status_code == 403
-        expired = signed_post(client, cluster_id, "drain", body, timestamp=int(time.time()) - 3600)
-        assert expired.status_code == 403  # type: ignore[attr-defined]
-        # Signed for another cluster or step: refused too.
-        other = json.dumps({"job_id": running_job.pk}).encode()
-        ts = str(int(time.time()))
-        moved = client.post(
-            path,
-            other,
-            content_type="application/json",
-            headers={
-                agent.TIMESTAMP_HEADER: ts,
-                agent.SIGNATURE_HEADER: agent.sign(
-                    step="warm", cluster_id=cluster_id, timestamp=ts, body=other
-                ),
-            },
-        )
-        assert moved.status_code == 403
+        assert client.post(path, b"{}", content_type="application/json").status_code == 403
+        forged = control.sign(cluster_id=cluster_id, step="drain", job_id=job_id)[:-4] + "AAAA"
+        assert signed_post(client, cluster_id, "drain", job_id, token=forged).status_code == 403
+        with mock.patch("django.core.signing.time.time", return_value=time.time() - 3600):
+            old = control.sign(cluster_id=cluster_id, step="drain", job_id=job_id)
+        assert signed_post(client, cluster_id, "drain", job_id, token=old).status_code == 403
+        # Signed for another step or cluster: refused too.
+        warm = control.sign(cluster_id=cluster_id, step="warm", job_id=job_id)
+        assert signed_post(client, cluster_id, "drain", job_id, token=warm).status_code == 403
+        elsewhere = control.sign(cluster_id="other", step="drain", job_id=job_id)
+        assert signed_post(client, cluster_id, "drain", job_id, token=elsewhere).status_code == 403
+        # A fresh token for this step and cluster is accepted (the drain finds nothing in flight).
+        assert signed_post(client, cluster_id, "drain", job_id).status_code == 200
         # The GET of a browser is not a control call at all.
         assert client.get(path).status_code == 405
 
     def test_refusals_say_why(self, running_job: RestartJob) -> None:
         client = Client()
-        cid = running_job.cluster_id
-        body = json.dumps({"job_id": running_job.pk}).encode()
+        cid, job_id = running_job.cluster_id, running_job.pk
         answers = {
-            "unknown step": signed_post(client, cid, "reboot", body),
-            "bad body": signed_post(client, cid, "drain", b"[]"),
-            "unknown cluster": signed_post(client, "nope", "drain", body),
+            "unknown step": signed_post(client, cid, "reboot", job_id),
+            "bad body": client.post(f"/internal/clusters/{cid}/restart/drain", b"[]", "application/json"),
+            "unknown cluster": signed_post(client, "nope", "drain", job_id),
         }
-        assert {k: v.status_code for k, v in answers.items()} == {  # type: ignore[attr-defined]
+        assert {k: v.status_code for k, v in answers.items()} == {
             "unknown step": 404,
-            "bad body": 400,
+            "bad body": 403,
             "unknown cluster": 404,
         }
         RestartJob.objects.filter(pk=running_job.pk).update(state="failed")
-        gone = signed_post(client, cid, "drain", body)
-        assert gone.status_code == 409  # type: ignore[attr-defined]
-        assert "not running" in gone.json()["error"]  # type: ignore[attr-defined]
+        gone = signed_post(client, cid, "drain", job_id)
+        assert gone.status_code == 409
+        assert "not running" in gone.json()["error"]
 
     def test_a_drain_on_a_serving_cluster_is_refused(self, running_job: RestartJob) -> None:
         Cluster.objects.filter(pk=running_job.cluster_id).update(status="running")
-        body = json.dumps({"job_id": running_job.pk}).encode()
-        assert signed_post(Client(), running_job.cluster_id, "drain", body).status_code == 409  # type: ignore[attr-defined]
+        assert signed_post(Client(), running_job.cluster_id, "drain", running_job.pk).status_code == 409
 
 
 @pytest.mark.django_db(transaction=True)
