@@ -55,6 +55,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
+	$(VENV)/bin/lint-imports --no-cache
 
 # Uses PostgreSQL and Redis when they answer on 127.0.0.1, and says so; otherwise the embedded defaults.
 test: setup lint
@@ -66,7 +67,7 @@ test: setup lint
 		echo "make test: Redis answers on 127.0.0.1:6379: Celery tests use it"; \
 		export TEST_REDIS_URL="$(REDIS_URL)"; \
 	else echo "make test: Redis is not answering: Redis-backed tests are skipped"; fi; \
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $${PYTEST_WORKERS:-2} --dist loadfile
 
 bench: setup
 	$(PY) bench/engine.py

@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from inference.engine.types import InputType, ModelSpec, Output, Runtime
+from inference.engine.types import InputType, ModelNotFound, ModelNotInstalled, ModelSpec, Output, Runtime
 
 
 class Modality(StrEnum):
@@ -277,3 +277,18 @@ def installed_path(models_dir: Path, name: str) -> Path | None:
         return None
     path = Path(marker.get("path") or model_dir(models_dir, name))
     return path if path.is_dir() else None
+
+
+def resolve(models_dir: Path, name: str) -> tuple[ModelSpec, Path]:
+    """The spec and files of a model by name (case-insensitive); clear errors if unknown or not installed."""
+    entry = find(name)
+    if entry is None:
+        raise ModelNotFound(
+            f"Model '{name}' is not supported. Supported models: " + ", ".join(e.name for e in CATALOG)
+        )
+    path = installed_path(models_dir, entry.name)
+    if path is None:
+        raise ModelNotInstalled(
+            f"Model '{entry.name}' is in the catalog but its weights are not installed on this server."
+        )
+    return entry.spec, path

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 
 from inference import catalog
-from inference.engine.types import ModelNotFound, ModelNotInstalled, ModelSpec
+from inference.engine.types import ModelSpec
 
 if TYPE_CHECKING:
     from inference.engine.engine import Engine
@@ -23,19 +23,8 @@ _lock = threading.Lock()
 
 
 def resolve_model(name: str) -> tuple[ModelSpec, Path]:
-    """The spec and files of a model by name (case-insensitive); clear errors if unknown or not installed."""
-    entry = catalog.find(name)
-    if entry is None:
-        raise ModelNotFound(
-            f"Model '{name}' is not supported. Supported models: "
-            + ", ".join(e.name for e in catalog.CATALOG)
-        )
-    path = catalog.installed_path(settings.MODELS_DIR, entry.name)
-    if path is None:
-        raise ModelNotInstalled(
-            f"Model '{entry.name}' is in the catalog but its weights are not installed on this server."
-        )
-    return entry.spec, path
+    """The spec and files of a model installed under MODELS_DIR (see `catalog.resolve`)."""
+    return catalog.resolve(settings.MODELS_DIR, name)
 
 
 def get_engine() -> Engine:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import LazySettings
 from django.contrib.auth.models import User
 from django.db import connection
 
@@ -18,7 +15,6 @@ from billing.models import ModelPrice
 from billing.services import RecordResult, usage_record
 from console.clusters.models import Cluster, Membership
 from console.clusters.services import CreatedCluster, cluster_create
-from inference import stores
 from inference.usage import UsageEvent
 from tests.helpers import DataPlaneClient
 
@@ -29,15 +25,6 @@ needs_postgresql = pytest.mark.skipif(
     reason="needs PostgreSQL (set DATABASE_URL=postgres://...; `make test` does when it answers): "
     "row-level locking under real concurrency is what is being tested",
 )
-
-
-@pytest.fixture(autouse=True)
-def clusters_dir(tmp_path: Path, settings: LazySettings) -> Iterator[Path]:
-    """Each test gets its own embedded storage root; stores opened in the test are closed after it."""
-    settings.CLUSTERS_DIR = tmp_path / "clusters"
-    yield settings.CLUSTERS_DIR
-    for cluster_id in list(stores._stores):
-        stores.store_close(cluster_id)
 
 
 def new_cluster(name: str = "billing") -> CreatedCluster:

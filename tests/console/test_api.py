@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from console.clusters.models import Cluster, InferenceToggle, Membership, RestartJob
 from console.clusters.services import CreatedCluster, CreatedUser, user_create
-from tests.console.conftest import AP, EU, NEW, OLD, US, memory_queue_messages
+from tests.fixtures import AP, EU, NEW, OLD, US, memory_queue_messages
 
 pytestmark = pytest.mark.django_db
 

@@ -23,7 +23,7 @@ from console.clusters.models import Cluster, RestartJob
 from console.clusters.services import CreatedCluster, CreatedUser, cluster_create, cluster_inference_toggle
 from console.clusters.tasks import restart_cluster
 from inference import inflight, stores
-from tests.console.conftest import NEW, job_state, wait_for
+from tests.fixtures import NEW, job_state, wait_for
 
 
 def signed_post(client: Client, cluster_id: str, step: str, job_id: int, token: str | None = None) -> Any:

@@ -29,7 +29,7 @@ from console.clusters.services import (
     user_create,
 )
 from console.clusters.tasks import _with_db_retries, restart_cluster, run_restart
-from tests.console.conftest import EU, US, memory_queue_messages
+from tests.fixtures import EU, US, memory_queue_messages
 
 pytestmark = pytest.mark.django_db
 

@@ -26,7 +26,7 @@ from django.conf import settings
 
 from console.clusters.tasks import reap_stale_restart_jobs
 from tests.conftest import MINILM
-from tests.console.conftest import TEST_QUEUE, celery_broker
+from tests.fixtures import TEST_QUEUE, celery_broker
 
 pytestmark = pytest.mark.slow
 

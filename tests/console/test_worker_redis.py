@@ -23,7 +23,7 @@ from console.clusters.services import CreatedCluster
 from console.clusters.tasks import restart_cluster
 from inference import inflight
 from tests.conftest import MINILM
-from tests.console.conftest import TEST_REDIS_URL, settled, token_client, wait_for
+from tests.fixtures import TEST_REDIS_URL, settled, token_client, wait_for
 
 pytestmark = [
     pytest.mark.skipif(

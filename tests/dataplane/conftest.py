@@ -7,20 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import LazySettings
 
 from console.clusters.services import CreatedCluster, cluster_create
-from inference import stores
 from inference.usage import UsageEvent, usage_recorded
-
-
-@pytest.fixture(autouse=True)
-def clusters_dir(tmp_path: Path, settings: LazySettings) -> Iterator[Path]:
-    """Each test gets its own embedded storage root; stores opened in the test are closed after it."""
-    settings.CLUSTERS_DIR = tmp_path / "clusters"
-    yield settings.CLUSTERS_DIR
-    for cluster_id in list(stores._stores):
-        stores.store_close(cluster_id)
 
 
 @pytest.fixture

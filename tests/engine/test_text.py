@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from inference import catalog
-from inference.embedding import resolve_model
 from inference.engine.engine import Engine
 from inference.engine.pool import BatchJob, InProcessPool
 from inference.engine.text import OnnxTextRunner, with_prefix
@@ -138,7 +137,7 @@ class CountingPool(InProcessPool):
 
 def test_identical_requests_run_once_and_bill_once(models_dir: Path) -> None:
     pool = CountingPool()
-    engine = Engine(resolve=resolve_model, pool=pool, batch_size=8)
+    engine = Engine(resolve=lambda name: catalog.resolve(models_dir, name), pool=pool, batch_size=8)
     try:
         text = "The same sentence, fifty times."
         out = engine.embed([doc(text)] * 50 + [doc(text, options=None), doc("another one")])
@@ -152,7 +151,7 @@ def test_identical_requests_run_once_and_bill_once(models_dir: Path) -> None:
 
 def test_dedup_distinguishes_kind_model_and_options(models_dir: Path) -> None:
     pool = CountingPool()
-    engine = Engine(resolve=resolve_model, pool=pool)
+    engine = Engine(resolve=lambda name: catalog.resolve(models_dir, name), pool=pool)
     try:
         engine.embed(
             [
@@ -169,7 +168,7 @@ def test_dedup_distinguishes_kind_model_and_options(models_dir: Path) -> None:
 
 def test_batches_are_sorted_by_length_and_results_keep_request_order(models_dir: Path) -> None:
     pool = CountingPool()
-    engine = Engine(resolve=resolve_model, pool=pool, batch_size=4)
+    engine = Engine(resolve=lambda name: catalog.resolve(models_dir, name), pool=pool, batch_size=4)
     texts = [("word " * n).strip() for n in (50, 1, 30, 2, 40, 3, 20, 4, 10, 5)]
     try:
         batched = engine.embed([doc(t) for t in texts]).results
@@ -199,7 +198,7 @@ def test_unknown_and_not_installed_models_give_clear_errors(engine: Engine) -> N
 
 def test_bad_input_fails_the_whole_call_before_any_model_runs(models_dir: Path) -> None:
     pool = CountingPool()
-    engine = Engine(resolve=resolve_model, pool=pool)
+    engine = Engine(resolve=lambda name: catalog.resolve(models_dir, name), pool=pool)
     try:
         with pytest.raises(InvalidInput, match="Only text input is supported"):
             engine.embed([doc("fine"), EmbedRequest(MINILM, Kind.DOCUMENT, InputType.IMAGE, "aGk=")])

@@ -1,9 +1,7 @@
 """Fixtures of the web console tests.
 
-The console's inference toggle queues real Celery jobs, so these tests reuse the fixtures of
-`tests/console/conftest.py` (imported here so pytest registers them for this directory too): the in-memory
-broker on a queue of this session's own, a storage root per test, fast restart settings, clusters and the
-admin / viewer users with passwords.
+The shared fixtures (clusters, the admin and viewer users with passwords, the in-memory broker, a storage
+root per test) come from `tests/fixtures.py`; these add signed-in browser-like clients.
 """
 
 from __future__ import annotations
@@ -16,22 +14,13 @@ from django.conf import LazySettings
 from django.test import Client
 
 from console.clusters.services import CreatedUser
-from tests.console.conftest import (  # noqa: F401  (fixtures, registered by being imported)
-    admin,
-    clusters_dir,
-    control,
-    fast_restarts,
-    isolated_celery,
-    make_cluster,
-    viewer,
-)
 
 ADMIN_PASSWORD = "pw-admin-1"  # what tests/console's `admin` fixture sets
 VIEWER_PASSWORD = "pw-viewer-1"
 
 
 @pytest.fixture
-def signed_in_admin(admin: CreatedUser) -> Client:  # noqa: F811  (the imported fixture)
+def signed_in_admin(admin: CreatedUser) -> Client:
     """A browser-like client signed in as the console admin (CSRF checks on, as for a real browser)."""
     client = Client(enforce_csrf_checks=True)
     client.force_login(admin.user)
@@ -39,7 +28,7 @@ def signed_in_admin(admin: CreatedUser) -> Client:  # noqa: F811  (the imported 
 
 
 @pytest.fixture
-def signed_in_viewer(viewer: CreatedUser) -> Client:  # noqa: F811  (the imported fixture)
+def signed_in_viewer(viewer: CreatedUser) -> Client:
     """A client signed in as a console viewer (CSRF checks on)."""
     client = Client(enforce_csrf_checks=True)
     client.force_login(viewer.user)

@@ -24,7 +24,7 @@ from console.clusters.models import Cluster
 from console.clusters.services import CreatedCluster, CreatedUser
 from inference import inflight
 from tests.conftest import MINILM
-from tests.console.conftest import TEST_REDIS_URL, redis_worker  # noqa: F401  (fixture, used by name)
+from tests.fixtures import TEST_REDIS_URL
 from tests.ui.conftest import ADMIN_PASSWORD, VIEWER_PASSWORD
 
 pytestmark = [

@@ -1,6 +1,9 @@
-"""Fixtures for the inference toggle: users with roles, clusters, the control endpoint, real Celery workers.
+"""Fixtures shared by every Django test (a pytest plugin, registered by `tests/conftest.py`).
 
-While these tests run, the project's Celery app uses kombu's in-memory transport and a queue name of this
+Users with roles, clusters, the control endpoint, real Celery workers, and three that every test gets: its
+own embedded storage root, the in-memory Celery broker, and fast restart settings.
+
+While tests run, the project's Celery app uses kombu's in-memory transport and a queue name of this
 session's own: nothing a test queues reaches `make run`'s broker under DATA_DIR, and workers of other test
 sessions sharing the local Redis never take our jobs. Worker fixtures switch the app to Redis or to the
 SQLite-backed broker while they run, then back.
@@ -107,7 +110,7 @@ def memory_queue_messages(queue: str = TEST_QUEUE) -> list[tuple[str, list[Any]]
 
 @pytest.fixture(scope="module", autouse=True)
 def isolated_celery() -> Iterator[None]:
-    """The in-memory broker and this session's queue for the tests of this directory only."""
+    """The in-memory broker and this session's queue: nothing a test queues leaves the process."""
     previous_queue = celery_app.conf.task_default_queue
     celery_app.conf.task_default_queue = TEST_QUEUE
     with celery_broker("memory://"):
