@@ -261,10 +261,10 @@ def _catalog_name(model: str) -> str:
     return entry.name
 
 
-def model_price_set(
+def model_price_check(
     *, model: str, price_per_million: Decimal, effective_from: datetime | None = None
-) -> ModelPrice:
-    """Schedule a new price per 1M tokens for a model from `effective_from` (default: one minute from now).
+) -> tuple[str, datetime]:
+    """The canonical model name and start of a price change, or BillingError saying why it is refused.
 
     History is append-only and never retroactive: the change must start at least PRICE_CHANGE_LEAD from now,
     so every record keeps the price that was in force when it was recorded.
@@ -285,6 +285,16 @@ def model_price_set(
             f"A price change must take effect at least {int(PRICE_CHANGE_LEAD.total_seconds())} seconds from "
             "now: past usage keeps the price it was recorded under"
         )
+    return name, when
+
+
+def model_price_set(
+    *, model: str, price_per_million: Decimal, effective_from: datetime | None = None
+) -> ModelPrice:
+    """Schedule a new price per 1M tokens for a model from `effective_from` (default: one minute from now)."""
+    name, when = model_price_check(
+        model=model, price_per_million=price_per_million, effective_from=effective_from
+    )
     try:
         with transaction.atomic():
             return ModelPrice.objects.create(
@@ -294,10 +304,10 @@ def model_price_set(
         raise BillingError(f"{name} already has a price from {when.isoformat()}") from None
 
 
-def model_allowance_set(
+def model_allowance_check(
     *, model: str, free_tokens_per_month: int, effective_month: date | None = None
-) -> ModelAllowance:
-    """Set a model's free tokens per cluster per month, from `effective_month` (default: this UTC month) on.
+) -> tuple[str, Month]:
+    """The canonical model name and first month of an allowance change, or BillingError saying why not.
 
     Past months are closed: their statements must not change, so only this month or later may be set.
     """
@@ -310,6 +320,16 @@ def model_allowance_set(
         raise BillingError("An allowance starts on the first day of a month")
     if month < current:
         raise BillingError(f"{month} is closed; set the allowance from {current} on")
+    return name, month
+
+
+def model_allowance_set(
+    *, model: str, free_tokens_per_month: int, effective_month: date | None = None
+) -> ModelAllowance:
+    """Set a model's free tokens per cluster per month, from `effective_month` (default: this month) on."""
+    name, month = model_allowance_check(
+        model=model, free_tokens_per_month=free_tokens_per_month, effective_month=effective_month
+    )
     allowance, _ = ModelAllowance.objects.update_or_create(
         model=name,
         effective_month=month.first_day,

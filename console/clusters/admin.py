@@ -1,0 +1,115 @@
+"""Django admin for operators: clusters, API keys (hashed, never shown), roles, restart jobs, toggles.
+
+What has rules goes through the services: inference is toggled from the console or its API (a restart job
+applies it), keys are created in the console (the secret is shown once) and revoked here with an action.
+Restart jobs and the toggle audit are read-only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from console.clusters.models import ApiKey, Cluster, InferenceToggle, Membership, RestartJob
+from console.clusters.services import api_key_revoke
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows an operator may look at but never add, change or delete."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Rows come from the system."""
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Viewing only."""
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Viewing only."""
+        return False
+
+
+@admin.register(Cluster)
+class ClusterAdmin(admin.ModelAdmin):
+    """Clusters: rename; everything else is set at creation or changed by a restart job."""
+
+    list_display = ("name", "id", "region", "tier", "status", "inference_enabled", "created_at")
+    list_filter = ("tier", "region", "status", "inference_enabled")
+    search_fields = ("id", "name")
+    # Never shown: the remote server's key and the inference token's hash.
+    fields = (
+        "id",
+        "name",
+        "region",
+        "tier",
+        "status",
+        "inference_enabled",
+        "inference_desired",
+        "storage_backend",
+        "remote_url",
+        "created_at",
+    )
+    readonly_fields = tuple(f for f in fields if f != "name")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Clusters are created with their secrets (`create_cluster`), which the admin cannot show once."""
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Usage ledger rows keep their cluster (billing history)."""
+        return False
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Data-plane keys: who has one, and revoking it. The hash is never shown."""
+
+    list_display = ("prefix", "name", "cluster", "read_only", "created_at", "revoked_at")
+    list_filter = ("read_only",)
+    search_fields = ("prefix", "name", "cluster__id", "cluster__name")
+    fields = ("cluster", "name", "prefix", "read_only", "created_at", "revoked_at")
+    readonly_fields = fields
+    actions = ("revoke",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Keys are created in the console, where the secret is shown once."""
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Revoke instead: revoked keys stay listed for audit."""
+        return False
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        """Revoke each selected key; it stops authenticating on the next request."""
+        for key in queryset:
+            api_key_revoke(api_key=key)
+        self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    """Console roles (admin or viewer) of users."""
+
+    list_display = ("user", "role", "created_at")
+    list_filter = ("role",)
+
+
+@admin.register(RestartJob)
+class RestartJobAdmin(ReadOnlyAdmin):
+    """Restart jobs, as the worker recorded them."""
+
+    list_display = ("id", "cluster", "target_enabled", "state", "step", "progress", "attempts", "created_at")
+    list_filter = ("state",)
+    search_fields = ("cluster__id",)
+
+
+@admin.register(InferenceToggle)
+class InferenceToggleAdmin(ReadOnlyAdmin):
+    """Who toggled inference, when, and the job that applied it."""
+
+    list_display = ("created_at", "cluster", "actor_username", "from_state", "to_state", "job")
