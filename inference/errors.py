@@ -169,6 +169,8 @@ def from_exception(exc: BaseException) -> ApiError:
         return FormatError(pydantic_summary(exc))
     if isinstance(exc, RecursionError):
         return FormatError("the JSON body is nested too deeply")
+    if isinstance(exc, OverflowError):  # a number too large for the storage's integer types
+        return BadRequest("a number in the request is out of range")
     logger.error("unexpected error while serving a request", exc_info=exc)
     return InternalError("unexpected error, see the server log")
 

@@ -15,13 +15,13 @@ from typing import Any, ClassVar
 from django.http import HttpRequest
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inference import gateway
 from inference.dataplane import services
+from inference.dataplane.wire import QdrantJSONParser, QdrantJSONRenderer
 from inference.errors import FormatError
 from inference.hooks import ClusterInfo
 from inference.http import qdrant_error
@@ -66,7 +66,8 @@ class DataPlaneApi(APIView):
 
     authentication_classes = []  # the gateway authenticates API keys (see `initial`)
     permission_classes = []
-    parser_classes = [JSONParser]
+    parser_classes = [QdrantJSONParser]
+    renderer_classes = [QdrantJSONRenderer]
     schema = DataPlaneSchema()
     # HTTP methods that change data need a read-write key; everything else accepts read-only keys.
     write_methods: ClassVar[frozenset[str]] = frozenset({"PUT", "DELETE"})
