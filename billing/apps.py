@@ -12,9 +12,10 @@ class BillingConfig(AppConfig):
         """Record every usage event inference emits, and meter requests before models run."""
         # Imported here: these import models, which need the app registry to be ready.
         from billing.meter import BillingMeter
-        from billing.receivers import on_usage_recorded
+        from billing.receivers import on_usage_recorded, on_usage_refunded
         from inference import hooks
-        from inference.usage import usage_recorded
+        from inference.usage import usage_recorded, usage_refunded
 
         usage_recorded.connect(on_usage_recorded, dispatch_uid="billing.record_usage")
+        usage_refunded.connect(on_usage_refunded, dispatch_uid="billing.refund_usage")
         hooks.register_meter(BillingMeter())

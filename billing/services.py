@@ -89,6 +89,7 @@ class RecordResult:
     inserted: int
     duplicates: int
     tokens: int
+    inserted_models: frozenset[str] = frozenset()
 
 
 def normalize_request_id(request_id: str) -> str:
@@ -134,7 +135,28 @@ def usage_record(*, events: Sequence[UsageEvent]) -> RecordResult:
         inserted=len(inserted),
         duplicates=len(billable) - len(inserted),
         tokens=sum(r.tokens for r in inserted),
+        inserted_models=frozenset(r.model for r in inserted),
     )
+
+
+def usage_refund(*, cluster_id: str, request_id: str, models: Iterable[str]) -> int:
+    """Remove a failed request's ledger rows for `models` and take them out of the roll-ups; tokens removed.
+
+    Only the rows the failed attempt itself inserted are named by the caller, so a refund never removes
+    usage an earlier, successful attempt with the same request id recorded.
+    """
+    stored_id = normalize_request_id(request_id)
+    with transaction.atomic():
+        rows = list(
+            UsageRecord.objects.select_for_update()
+            .filter(cluster_id=cluster_id, request_id=stored_id, model__in=sorted(set(models)))
+            .order_by("model")
+        )
+        if not rows:
+            return 0
+        _rollups_increment(rows, sign=-1)
+        UsageRecord.objects.filter(pk__in=[r.pk for r in rows]).delete()
+    return sum(r.tokens for r in rows)
 
 
 def _price_for(*, model: str, at: datetime) -> ModelPrice | None:
@@ -215,8 +237,9 @@ def _insert_one_by_one(records: list[UsageRecord]) -> set[RecordKey]:
     return inserted
 
 
-def _rollups_increment(records: Iterable[UsageRecord]) -> None:
-    """Add inserted ledger rows to their hour and day roll-ups (inside the caller's transaction)."""
+def _rollups_increment(records: Iterable[UsageRecord], sign: int = 1) -> None:
+    """Add ledger rows to their hour and day roll-ups, or with `sign=-1` take them out (in the caller's
+    transaction)."""
     increments: dict[tuple[str, str, str, datetime], list[int]] = defaultdict(lambda: [0, 0])
     for record in records:
         for granularity in (UsageRollup.Granularity.HOUR, UsageRollup.Granularity.DAY):
@@ -226,8 +249,8 @@ def _rollups_increment(records: Iterable[UsageRecord]) -> None:
                 str(granularity),
                 floor_to(record.time, Granularity(granularity)),
             )
-            increments[key][0] += record.tokens
-            increments[key][1] += 1
+            increments[key][0] += sign * record.tokens
+            increments[key][1] += sign
     if not increments:
         return
     keys = sorted(increments)  # one lock order for every recorder

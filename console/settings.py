@@ -176,11 +176,17 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "celery")
 # `make run` embeds beat in its worker (-B): the reaper puts restart jobs of dead workers back to work.
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-restart-jobs": {"task": "console.clusters.tasks.reap_stale_restart_jobs", "schedule": 60.0},
+    "purge-idempotency-keys": {"task": "inference.tasks.purge_idempotency_keys", "schedule": 3600.0},
 }
 
-# --- cluster restart jobs (console/tasks.py) and the web process's control endpoint (console/agent.py) ----
-# Where the worker reaches the web process; empty = PUBLIC_URL. The endpoint is authenticated by an HMAC
-# keyed with CONTROL_TOKEN (empty = derived from SECRET_KEY, so web and worker agree with no extra config).
+# --- Idempotency-Key (inference/idempotency.py) --------------------------------------------------------
+IDEMPOTENCY_TTL_HOURS = env_float("IDEMPOTENCY_TTL_HOURS", 24.0)
+# A key whose first request has not finished after this long (its process died) may be used again.
+IDEMPOTENCY_IN_PROGRESS_SECONDS = env_float("IDEMPOTENCY_IN_PROGRESS_SECONDS", 60.0)
+
+# --- cluster restart jobs (console/clusters/tasks.py) and the web process's control endpoint -------------
+# Where the worker reaches the web process; empty = PUBLIC_URL. Calls carry a token signed with
+# CONTROL_TOKEN (empty = SECRET_KEY, so web and worker agree with no extra config).
 CONTROL_URL = env_str("CONTROL_URL", "")
 CONTROL_TOKEN = env_str("CONTROL_TOKEN", "")
 # Seconds: how long in-flight requests may take to finish; per control call (warming loads models); tries of

@@ -8,8 +8,12 @@ translate their protocol to and from this module. For every request it:
    restarting answers "unavailable, retry after N s" (the restart drains what is already counted);
 3. runs the operation with a :class:`Context` whose `embed` is the only way to run a model: the cluster's
    tokens-per-minute limit is checked there, so only requests that run a model can be limited;
-4. reports the tokens spent, tagged with the request id (an `Idempotency-Key`, or a fresh one), once the
-   operation succeeded: a failed request bills nothing.
+4. records the tokens spent, tagged with the request id (an `Idempotency-Key`, or a fresh one), as soon
+   as the models ran and before anything is written; if the operation then fails, they are refunded, so a
+   failed request bills nothing and a process killed after a write leaves nothing unbilled.
+
+A request with an Idempotency-Key claims the key first (`inference.idempotency`): a repeat of a request
+that succeeded gets its answer again without anything running.
 
 Errors are `inference.errors.ApiError`s (or anything `errors.from_exception` classifies); callers render them.
 """
@@ -21,14 +25,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Concatenate
 
-from inference import hooks, inflight
+from inference import hooks, idempotency, inflight
 from inference.embedding import get_engine
 from inference.engine.engine import Embeddings
 from inference.engine.types import EmbedRequest
 from inference.errors import Forbidden, NotFound, Unauthorized, Unavailable
 from inference.hooks import ClusterInfo
 from inference.resolution import Resolver
-from inference.usage import emit_usage
+from inference.usage import emit_usage, refund_usage
 
 RETRY_AFTER_SECONDS = 5  # how long a client should wait while a cluster restarts
 Usage = dict[str, int]
@@ -92,8 +96,19 @@ def cluster_get(cluster_id: str) -> ClusterInfo:
     return cluster
 
 
-def serve(*, cluster_id: str, operation: Operation, request_id: str | None = None, **kwargs: Any) -> Served:
-    """Run one operation for a cluster under the gateway's rules (see the module docstring)."""
+def serve(
+    *,
+    cluster_id: str,
+    operation: Operation,
+    request_id: str | None = None,
+    fingerprint: str | None = None,
+    **kwargs: Any,
+) -> Served:
+    """Run one operation for a cluster under the gateway's rules (see the module docstring).
+
+    `request_id` is the client's Idempotency-Key, if it sent one, and `fingerprint` identifies the request
+    (`idempotency.fingerprint` of its method, path and body); without a fingerprint the key only tags usage.
+    """
     with inflight.track(cluster_id):
         # Read the state once counted: a restart that begins after this read waits for us to finish.
         cluster = cluster_get(cluster_id)
@@ -102,20 +117,48 @@ def serve(*, cluster_id: str, operation: Operation, request_id: str | None = Non
                 "the cluster is restarting to apply a new configuration, retry soon",
                 retry_after=RETRY_AFTER_SECONDS,
             )
-        context = Context(cluster=cluster, embed=_metered_embed(cluster))
-        result, usage = operation(context, **kwargs)
-    if usage:
-        emit_usage(cluster_id=cluster.id, request_id=request_id or uuid.uuid4().hex, usage=usage)
+        key = request_id if fingerprint is not None else None  # a key without a fingerprint only tags usage
+        if key is not None and fingerprint is not None:
+            replay = idempotency.claim(cluster_id=cluster.id, key=key, fingerprint=fingerprint)
+            if replay is not None:
+                return Served(result=replay.result, usage=replay.usage)
+        metering = _Metering(cluster, request_id or uuid.uuid4().hex)
+        try:
+            result, usage = operation(Context(cluster=cluster, embed=metering.embed), **kwargs)
+        except BaseException:
+            metering.refund()
+            if key is not None:
+                idempotency.release(cluster_id=cluster.id, key=key)
+            raise
+    if key is not None:
+        idempotency.complete(cluster_id=cluster.id, key=key, result=result, usage=usage)
     return Served(result=result, usage=usage)
 
 
-def _metered_embed(cluster: ClusterInfo) -> EmbedFn:
-    """The engine's embed for one request, behind the cluster's limit (checked only when a model runs)."""
+class _Metering:
+    """The engine's embed for one request: behind the cluster's limit, its usage recorded as soon as it ran.
 
-    def embed(requests: Sequence[EmbedRequest]) -> Embeddings:
+    Recording right after the models ran, before the operation writes anything, means a process killed
+    after the write leaves no written point unbilled; a request that fails afterwards is refunded. The limit
+    is checked only when a model is about to run, so requests with vectors only are never limited.
+    """
+
+    def __init__(self, cluster: ClusterInfo, request_id: str) -> None:
+        self.cluster = cluster
+        self.request_id = request_id
+        self.recorded: frozenset[str] = frozenset()
+
+    def embed(self, requests: Sequence[EmbedRequest]) -> Embeddings:
+        """Embed through the engine and record the tokens spent."""
         if not requests:
             return Embeddings(results=[], usage={})
-        hooks.meter().check_limit(cluster.id)  # over the limit: refused before any model runs
-        return get_engine().embed(requests)
+        hooks.meter().check_limit(self.cluster.id)  # over the limit: refused before any model runs
+        embeddings = get_engine().embed(requests)
+        self.recorded |= emit_usage(
+            cluster_id=self.cluster.id, request_id=self.request_id, usage=embeddings.usage
+        )
+        return embeddings
 
-    return embed
+    def refund(self) -> None:
+        """Withdraw what this request recorded (it failed, so it bills nothing)."""
+        refund_usage(cluster_id=self.cluster.id, request_id=self.request_id, models=self.recorded)

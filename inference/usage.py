@@ -1,12 +1,16 @@
-"""The single seam through which inference usage leaves the data plane.
+"""The single seam through which inference usage leaves the serving path.
 
-Every request that ran inference calls :func:`emit_usage` once, after it succeeded, with one event per
-model. Receivers of :data:`usage_recorded` (billing connects one) persist them. Events carry counts only,
-never the inputs.
+The gateway reports a request's tokens with :func:`emit_usage` as soon as its models ran, before anything
+is written: so a process killed after a write never leaves written points unbilled. If the request then
+fails, :func:`refund_usage` withdraws what it recorded, so a failed request bills nothing. Receivers of
+:data:`usage_recorded` (billing connects one) persist the events and return the models they newly
+recorded (a repeat of a request id records nothing new); receivers of :data:`usage_refunded` remove them.
+Events carry counts only, never the inputs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,6 +18,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 usage_recorded = Signal()  # sent with events=list[UsageEvent]
+usage_refunded = Signal()  # sent with cluster_id=str, request_id=str, models=frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -27,14 +32,24 @@ class UsageEvent:
     time: datetime
 
 
-def emit_usage(*, cluster_id: str, request_id: str, usage: dict[str, int]) -> list[UsageEvent]:
-    """Turn a request's usage (model -> tokens) into events and hand them to every receiver."""
+def emit_usage(*, cluster_id: str, request_id: str, usage: dict[str, int]) -> frozenset[str]:
+    """Hand a request's usage (model -> tokens) to every receiver; the models they newly recorded."""
     now = timezone.now()
     events = [
         UsageEvent(cluster_id=cluster_id, model=model, tokens=tokens, request_id=request_id, time=now)
         for model, tokens in sorted(usage.items())
         if tokens > 0
     ]
-    if events:
-        usage_recorded.send(sender=UsageEvent, events=events)
-    return events
+    if not events:
+        return frozenset()
+    recorded: set[str] = set()
+    for _receiver, models in usage_recorded.send(sender=UsageEvent, events=events):
+        if isinstance(models, Iterable) and not isinstance(models, str | bytes):
+            recorded.update(str(m) for m in models)
+    return frozenset(recorded)
+
+
+def refund_usage(*, cluster_id: str, request_id: str, models: frozenset[str]) -> None:
+    """Withdraw the usage a failed request recorded for `models` (what `emit_usage` returned)."""
+    if models:
+        usage_refunded.send(sender=UsageEvent, cluster_id=cluster_id, request_id=request_id, models=models)

@@ -19,7 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from inference import gateway
+from inference import gateway, idempotency
 from inference.dataplane import services
 from inference.dataplane.wire import QdrantJSONParser, QdrantJSONRenderer
 from inference.errors import FormatError
@@ -83,6 +83,12 @@ class DataPlaneApi(APIView):
         self.cluster = gateway.authenticate(
             secret=_api_key_of(request), cluster_id=kwargs["cluster_id"], write=is_write
         )
+        self._idempotency_key = request.headers.get("Idempotency-Key") or None
+        self._fingerprint: str | None = None
+        if self._idempotency_key is not None:
+            # Read before the body is parsed (the parser consumes the stream); only the digest is kept.
+            raw = request._request.body
+            self._fingerprint = idempotency.fingerprint(request.method or "", request.path, raw)
 
     def body(self) -> dict[str, Any]:
         """The JSON body as an object (an empty body is an empty object)."""
@@ -98,7 +104,8 @@ class DataPlaneApi(APIView):
         served = gateway.serve(
             cluster_id=self.cluster.id,
             operation=call,
-            request_id=self.request.headers.get("Idempotency-Key") or None,
+            request_id=self._idempotency_key,
+            fingerprint=self._fingerprint,
             **kwargs,
         )
         content: dict[str, Any] = {"result": served.result, "status": "ok", "time": self._elapsed()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -71,9 +72,13 @@ def test_concurrent_requests_bill_exactly_what_the_responses_report(
 
     def send(request: tuple[str, str, str, dict[str, Any]]) -> tuple[str, int, dict[str, Any]]:
         key, method, path, body = request
-        response = httpx.request(
-            method, base + path, json=body, headers={**headers, "Idempotency-Key": key}, timeout=120
-        )
+        for _ in range(600):
+            response = httpx.request(
+                method, base + path, json=body, headers={**headers, "Idempotency-Key": key}, timeout=120
+            )
+            if response.status_code != 409:  # 409: the original with this key still runs; retry, as told
+                break
+            time.sleep(0.05)
         return key, response.status_code, response.json()
 
     with ThreadPoolExecutor(CLIENT_THREADS) as executor:

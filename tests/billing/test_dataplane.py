@@ -134,7 +134,9 @@ def test_failed_requests_bill_nothing(
     assert status == status_code, answer
     assert "usage" not in answer
     assert not UsageRecord.objects.exists()
-    assert not UsageRollup.objects.exists()
+    # Usage is recorded as soon as the model ran and refunded when the request then fails: a roll-up row
+    # may stay behind at zero, which says the same as no row.
+    assert not UsageRollup.objects.exclude(tokens=0, records=0).exists()
 
 
 def test_inference_disabled_bills_nothing(db: None, models_dir: Path) -> None:
