@@ -8,78 +8,16 @@ the acknowledged points must still be there.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-import pytest
-from django.conf import settings
 from qdrant_client import QdrantClient, models
 
 from tests.conftest import MINILM
+from tests.processes import kill_group, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def embedded_env(tmp_path: Path, models_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
-    port = free_port()
-    env.update(
-        DATA_DIR=str(tmp_path / "data"),
-        MODELS_DIR=str(settings.MODELS_DIR),
-        PORT=str(port),
-        HF_HUB_OFFLINE="1",
-        DJANGO_SETTINGS_MODULE="console.settings",
-    )
-    manage = [sys.executable, "manage.py"]
-    subprocess.run([*manage, "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-    return env
-
-
-def start_server(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    server = subprocess.Popen(
-        [str(BIN / "gunicorn"), "console.wsgi:application", "--bind", f"127.0.0.1:{env['PORT']}",
-         "--workers", "1", "--threads", "4"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{env['PORT']}/healthz", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    kill_group(server)
-    raise AssertionError("server did not start")
-
-
-def kill_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL gunicorn's master and its worker at once (killing the master alone leaves the worker)."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(10)
-
-
-@pytest.fixture
-def server_processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        kill_group(process)
 
 
 def test_embedded_default_serves_and_survives_sigkill(
