@@ -17,12 +17,12 @@ Errors are `inference.errors.ApiError`s (or anything `errors.from_exception` cla
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Concatenate
 
-from inference import hooks, inflight
-from inference.embedding import get_engine
+from inference import hooks, inflight, providers
+from inference.embedding import get_engine, provider_config
 from inference.engine.engine import Embeddings
 from inference.engine.types import EmbedRequest
 from inference.errors import Forbidden, NotFound, Unauthorized, Unavailable
@@ -92,8 +92,19 @@ def cluster_get(cluster_id: str) -> ClusterInfo:
     return cluster
 
 
-def serve(*, cluster_id: str, operation: Operation, request_id: str | None = None, **kwargs: Any) -> Served:
-    """Run one operation for a cluster under the gateway's rules (see the module docstring)."""
+def serve(
+    *,
+    cluster_id: str,
+    operation: Operation,
+    request_id: str | None = None,
+    provider_keys: Mapping[str, str] | None = None,
+    **kwargs: Any,
+) -> Served:
+    """Run one operation for a cluster under the gateway's rules (see the module docstring).
+
+    `provider_keys` are the request's `<provider>-api-key` headers (lower-case names): the keys of the
+    caller's accounts at external providers, used for this request only and never kept.
+    """
     with inflight.track(cluster_id):
         # Read the state once counted: a restart that begins after this read waits for us to finish.
         cluster = cluster_get(cluster_id)
@@ -102,20 +113,28 @@ def serve(*, cluster_id: str, operation: Operation, request_id: str | None = Non
                 "the cluster is restarting to apply a new configuration, retry soon",
                 retry_after=RETRY_AFTER_SECONDS,
             )
-        context = Context(cluster=cluster, embed=_metered_embed(cluster))
+        context = Context(cluster=cluster, embed=_metered_embed(cluster, provider_keys or {}))
         result, usage = operation(context, **kwargs)
     if usage:
         emit_usage(cluster_id=cluster.id, request_id=request_id or uuid.uuid4().hex, usage=usage)
     return Served(result=result, usage=usage)
 
 
-def _metered_embed(cluster: ClusterInfo) -> EmbedFn:
-    """The engine's embed for one request, behind the cluster's limit (checked only when a model runs)."""
+def _metered_embed(cluster: ClusterInfo, provider_keys: Mapping[str, str]) -> EmbedFn:
+    """The embed of one request: local models on the engine behind the cluster's limit, the others at
+    their providers with the caller's keys.
+
+    The tokens-per-minute limit is checked only when a local model runs: provider models are billed to the
+    caller by the provider, so they are neither limited nor priced here.
+    """
+
+    def local(requests: Sequence[EmbedRequest]) -> Embeddings:
+        hooks.meter().check_limit(cluster.id)  # over the limit: refused before any model runs
+        return get_engine().embed(requests)
 
     def embed(requests: Sequence[EmbedRequest]) -> Embeddings:
         if not requests:
             return Embeddings(results=[], usage={})
-        hooks.meter().check_limit(cluster.id)  # over the limit: refused before any model runs
-        return get_engine().embed(requests)
+        return providers.embed_split(requests, local=local, keys=provider_keys, config=provider_config())
 
     return embed

@@ -20,7 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from inference import gateway
+from inference import gateway, providers
 from inference.dataplane import services
 from inference.errors import FormatError
 from inference.hooks import ClusterInfo
@@ -38,6 +38,16 @@ def _api_key_of(request: HttpRequest) -> str:
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
     return ""
+
+
+def _provider_keys_of(request: HttpRequest) -> dict[str, str]:
+    """The caller's external-provider keys from `openai-api-key`, `cohere-api-key`... (used, never kept)."""
+    keys = {}
+    for name in providers.KEY_HEADERS:
+        value = request.headers.get(name, "").strip()
+        if value:
+            keys[name] = value
+    return keys
 
 
 class DataPlaneSchema(AutoSchema):
@@ -98,6 +108,7 @@ class DataPlaneApi(APIView):
             cluster_id=self.cluster.id,
             operation=call,
             request_id=self.request.headers.get("Idempotency-Key") or None,
+            provider_keys=_provider_keys_of(self.request),
             **kwargs,
         )
         content: dict[str, Any] = {"result": served.result, "status": "ok", "time": self._elapsed()}
