@@ -1,0 +1,64 @@
+"""Fixtures for provider tests: the fake providers on 127.0.0.1, settings pointing at them, a cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import LazySettings
+
+from console.clusters.services import CreatedCluster, cluster_create
+from inference import stores
+from inference.usage import UsageEvent, usage_recorded
+from tests.helpers import DataPlaneClient
+from tests.providers import fake_providers
+from tests.providers.fake_providers import FakeProviders
+
+
+@pytest.fixture
+def fake(settings: LazySettings) -> Iterator[FakeProviders]:
+    """The fake providers, with every `*_API_BASE` setting pointing at them and short retry waits."""
+    with fake_providers.running() as running:
+        for name, value in running.settings().items():
+            setattr(settings, name, value)
+        settings.PROVIDER_RETRY_BACKOFF = 0.01
+        settings.PROVIDER_TIMEOUT = 5.0
+        settings.PROVIDER_DEADLINE = 10.0
+        settings.PROVIDER_ATTEMPTS = 3
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def clusters_dir(tmp_path: Path, settings: LazySettings) -> Iterator[Path]:
+    """Each test gets its own embedded storage root; stores opened in the test are closed after it."""
+    settings.CLUSTERS_DIR = tmp_path / "clusters"
+    yield settings.CLUSTERS_DIR
+    for cluster_id in list(stores._stores):
+        stores.store_close(cluster_id)
+
+
+@pytest.fixture
+def cluster(transactional_db: None, models_dir: Path) -> CreatedCluster:
+    """A paid US cluster created today: inference on, embedded storage."""
+    return cluster_create(name="providers", region="us-east-1", tier="paid")
+
+
+@pytest.fixture
+def api(cluster: CreatedCluster) -> DataPlaneClient:
+    """The cluster's data plane through Django's test client."""
+    return DataPlaneClient(cluster.cluster.id, cluster.api_key)
+
+
+@pytest.fixture
+def usage_events() -> Iterator[list[UsageEvent]]:
+    """Every usage event emitted during the test."""
+    captured: list[UsageEvent] = []
+
+    def receiver(sender: Any, events: list[UsageEvent], **kwargs: Any) -> None:
+        captured.extend(events)
+
+    usage_recorded.connect(receiver, weak=False, dispatch_uid="test-provider-usage")
+    yield captured
+    usage_recorded.disconnect(dispatch_uid="test-provider-usage")
