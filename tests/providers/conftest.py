@@ -10,7 +10,6 @@ import pytest
 from django.conf import LazySettings
 
 from console.clusters.services import CreatedCluster, cluster_create
-from inference import stores
 from inference.usage import UsageEvent, usage_recorded
 from tests.helpers import DataPlaneClient
 from tests.providers import fake_providers
@@ -28,15 +27,6 @@ def fake(settings: LazySettings) -> Iterator[FakeProviders]:
         settings.PROVIDER_DEADLINE = 10.0
         settings.PROVIDER_ATTEMPTS = 3
         yield running
-
-
-@pytest.fixture(autouse=True)
-def clusters_dir(tmp_path: Path, settings: LazySettings) -> Iterator[Path]:
-    """Each test gets its own embedded storage root; stores opened in the test are closed after it."""
-    settings.CLUSTERS_DIR = tmp_path / "clusters"
-    yield settings.CLUSTERS_DIR
-    for cluster_id in list(stores._stores):
-        stores.store_close(cluster_id)
 
 
 @pytest.fixture
