@@ -78,6 +78,7 @@ class ProviderClient:
     default_base: ClassVar[str]
     path: ClassVar[str]
     docs_url: ClassVar[str]
+    example_model: ClassVar[str]  # one model of theirs, for examples only (their list is theirs to keep)
     input_types: ClassVar[frozenset[InputType]] = frozenset({InputType.TEXT})
 
     def max_batch(self, input_type: InputType) -> int:

@@ -47,6 +47,7 @@ class OpenAIClient(ProviderClient):
     default_base = "https://api.openai.com/v1"
     path = "/embeddings"
     docs_url = "https://platform.openai.com/docs/api-reference/embeddings"
+    example_model = "openai/text-embedding-3-small"
     max_inputs: ClassVar[int] = 2048
 
     def max_batch(self, input_type: InputType) -> int:
@@ -76,6 +77,7 @@ class OpenRouterClient(OpenAIClient):
     header = "openrouter-api-key"
     default_base = "https://openrouter.ai/api/v1"
     docs_url = "https://openrouter.ai/docs/api_reference/embeddings"
+    example_model = "openrouter/openai/text-embedding-3-small"
 
 
 class CohereClient(ProviderClient):
@@ -87,6 +89,7 @@ class CohereClient(ProviderClient):
     default_base = "https://api.cohere.com"
     path = "/v2/embed"
     docs_url = "https://docs.cohere.com/reference/embed"
+    example_model = "cohere/embed-v4.0"
     input_types = frozenset({InputType.TEXT, InputType.IMAGE})
 
     def max_batch(self, input_type: InputType) -> int:
@@ -139,6 +142,7 @@ class JinaClient(ProviderClient):
     default_base = "https://api.jina.ai/v1"
     path = "/embeddings"
     docs_url = "https://jina.ai/embeddings/"
+    example_model = "jinaai/jina-clip-v2"
     input_types = frozenset({InputType.TEXT, InputType.IMAGE})
     max_inputs: ClassVar[int] = 2048  # assumed, see the module docstring
 
