@@ -10,6 +10,7 @@ statement total is the sum of its rounded lines, so the lines always add up to t
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
@@ -84,11 +85,14 @@ def free_allowance(*, model: str, month: Month) -> int:
 # --- ledger reads -----------------------------------------------------------------------------------------
 
 
-def usage_tokens_between(*, cluster_id: str, start: datetime, end: datetime) -> int:
-    """Tokens the ledger holds for a cluster with a time in [start, end)."""
-    total = UsageRecord.objects.filter(cluster_id=cluster_id, time__gte=start, time__lt=end).aggregate(
-        tokens=Sum("tokens")
-    )["tokens"]
+def usage_tokens_between(
+    *, cluster_id: str, start: datetime, end: datetime, exclude_prefixes: Sequence[str] = ()
+) -> int:
+    """Tokens the ledger holds for a cluster with a time in [start, end), less models named `prefix...`."""
+    records = UsageRecord.objects.filter(cluster_id=cluster_id, time__gte=start, time__lt=end)
+    for prefix in exclude_prefixes:
+        records = records.exclude(model__startswith=prefix)
+    total = records.aggregate(tokens=Sum("tokens"))["tokens"]
     return int(total or 0)
 
 

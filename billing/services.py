@@ -45,6 +45,7 @@ from billing.selectors import (
 )
 from inference import catalog
 from inference.errors import BadRequest, TooManyRequests
+from inference.providers import PROVIDERS, is_provider_model
 from inference.usage import UsageEvent
 
 logger = logging.getLogger(__name__)
@@ -161,6 +162,9 @@ def usage_refund(*, cluster_id: str, request_id: str, models: Iterable[str]) -> 
 
 def _price_for(*, model: str, at: datetime) -> ModelPrice | None:
     """The price in force for a record; a catalog model without any price history gets its list price."""
+    if is_provider_model(model):
+        # Hosted by OpenAI, Cohere, Jina AI or OpenRouter: the provider bills the caller, we record at 0.
+        return None
     price = price_in_force(model=model, at=at)
     if price is not None:
         return price
@@ -388,7 +392,12 @@ def usage_limit_check(*, cluster_id: str) -> None:
         return
     now = timezone.now()
     minute = as_utc(now).replace(second=0, microsecond=0)
-    used = usage_tokens_between(cluster_id=cluster_id, start=minute, end=minute + timedelta(minutes=1))
+    used = usage_tokens_between(
+        cluster_id=cluster_id,
+        start=minute,
+        end=minute + timedelta(minutes=1),
+        exclude_prefixes=[f"{prefix}/" for prefix in PROVIDERS],  # tokens the provider bills do not count
+    )
     if used >= limit:
         wait = (minute + timedelta(minutes=1) - now).total_seconds()
         raise RateLimited(retry_after_seconds=max(1, math.ceil(wait)), limit=limit, used=used)

@@ -210,6 +210,17 @@ IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 40_000_000, minimum=1)
 IMAGE_FETCH_CONNECT_TIMEOUT = env_float("IMAGE_FETCH_CONNECT_TIMEOUT", 5.0)
 IMAGE_FETCH_READ_TIMEOUT = env_float("IMAGE_FETCH_READ_TIMEOUT", 10.0)
 
+# --- external providers (models named `openai/...`, `cohere/...`, `jinaai/...`, `openrouter/...`) ---------
+# Where their APIs are: the operator's choice only, never a caller's (keys are sent there).
+OPENAI_API_BASE = env_str("OPENAI_API_BASE", "https://api.openai.com/v1")
+COHERE_API_BASE = env_str("COHERE_API_BASE", "https://api.cohere.com")
+JINA_API_BASE = env_str("JINA_API_BASE", "https://api.jina.ai/v1")
+OPENROUTER_API_BASE = env_str("OPENROUTER_API_BASE", "https://openrouter.ai/api/v1")
+PROVIDER_TIMEOUT = env_float("PROVIDER_TIMEOUT", 30.0)  # one attempt of one provider call, seconds
+PROVIDER_DEADLINE = env_float("PROVIDER_DEADLINE", 60.0)  # all attempts of one call (retries included)
+PROVIDER_ATTEMPTS = env_int("PROVIDER_ATTEMPTS", 4, minimum=1)  # tries per call on 429 / 5xx / network errors
+PROVIDER_RETRY_BACKOFF = env_float("PROVIDER_RETRY_BACKOFF", 0.5)  # first wait between tries, then doubled
+
 # --- public address ------------------------------------------------------------------------------------
 PORT = env_int("PORT", 8000, minimum=1)
 PUBLIC_URL = env_str("PUBLIC_URL", f"http://127.0.0.1:{PORT}").rstrip("/")  # shown in cluster URLs

@@ -9,12 +9,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from console.clusters import control
 from console.clusters.apis import ClusterInferenceApi, RestartJobApi, RestartJobRetryApi
 from console.web.views import health
-from inference.apis import InferenceServiceApi, ModelListApi
+from inference.apis import InferenceServiceApi, ModelListApi, ProviderListApi
 from inference.dataplane.apis import RootApi
 
 urlpatterns = [
     path("healthz", health, name="health"),
     path("api/v1/models", ModelListApi.as_view(), name="model-list"),
+    path("api/v1/providers", ProviderListApi.as_view(), name="provider-list"),
     path("api/v1/", include("billing.urls")),
     path("inference", InferenceServiceApi.as_view(), name="inference-service"),
     # qdrant-client asks for the root without a trailing slash ("{url}" itself).

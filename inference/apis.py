@@ -10,11 +10,12 @@ from rest_framework.views import APIView
 
 from inference import gateway
 from inference.http import inference_service_error
-from inference.selectors import model_list
+from inference.selectors import model_list, provider_list
 from inference.serializers import (
     CatalogModelSerializer,
     InferenceRequestSerializer,
     InferenceResponseSerializer,
+    ProviderSerializer,
 )
 from inference.services import inference_service_embed
 
@@ -27,8 +28,22 @@ class ModelListApi(APIView):
 
     @extend_schema(responses=CatalogModelSerializer(many=True))
     def get(self, request: Request) -> Response:
-        """List every catalogued model."""
-        return Response(CatalogModelSerializer(model_list(), many=True).data)
+        """List every catalogued model; the external providers are listed at `/api/v1/providers` (Link)."""
+        response = Response(CatalogModelSerializer(model_list(), many=True).data)
+        response["Link"] = '</api/v1/providers>; rel="providers"'
+        return response
+
+
+class ProviderListApi(APIView):
+    """The external providers (OpenAI, Cohere, Jina AI, OpenRouter) and how to call their models."""
+
+    authentication_classes: list[type] = []
+    permission_classes: list[type] = []
+
+    @extend_schema(responses=ProviderSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        """List the providers; their own model lists are theirs (see `docs_url`)."""
+        return Response(ProviderSerializer(provider_list(), many=True).data)
 
 
 class InferenceServiceApi(APIView):

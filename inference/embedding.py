@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
 from inference import catalog
 from inference.engine.types import ModelSpec
+from inference.providers import ProviderConfig
 
 if TYPE_CHECKING:
     from inference.engine.engine import Engine
+    from inference.engine.images import FetchPolicy
 
 _engine: Engine | None = None
 _lock = threading.Lock()
@@ -37,20 +39,52 @@ def get_engine() -> Engine:
     return _engine
 
 
+def provider_config() -> ProviderConfig:
+    """How to reach the external providers, from settings (read per request, so tests can change them).
+
+    The base URLs are the operator's alone: nothing in a request can change where a key is sent. Image URLs
+    that a provider only takes inline (Cohere) are fetched under the same policy as the engine's images.
+    """
+
+    def fetch_image(url: str) -> bytes:
+        from inference.engine.images import fetch_url
+
+        return fetch_url(url, _fetch_policy())
+
+    return ProviderConfig(
+        bases={
+            "openai": settings.OPENAI_API_BASE,
+            "cohere": settings.COHERE_API_BASE,
+            "jinaai": settings.JINA_API_BASE,
+            "openrouter": settings.OPENROUTER_API_BASE,
+        },
+        timeout=settings.PROVIDER_TIMEOUT,
+        deadline=settings.PROVIDER_DEADLINE,
+        attempts=settings.PROVIDER_ATTEMPTS,
+        backoff=settings.PROVIDER_RETRY_BACKOFF,
+        fetch_image=fetch_image,
+    )
+
+
+def _fetch_policy() -> FetchPolicy:
+    from inference.engine.images import FetchPolicy
+
+    options: dict[str, Any] = {
+        "allow_hosts": frozenset(settings.IMAGE_FETCH_ALLOW_HOSTS),
+        "connect_timeout": settings.IMAGE_FETCH_CONNECT_TIMEOUT,
+        "read_timeout": settings.IMAGE_FETCH_READ_TIMEOUT,
+        "max_bytes": settings.IMAGE_FETCH_MAX_BYTES,
+        "max_pixels": settings.IMAGE_MAX_PIXELS,
+    }
+    return FetchPolicy(**options)
+
+
 def _build_engine() -> Engine:
     from inference.engine.engine import Engine
-    from inference.engine.images import FetchPolicy
     from inference.engine.pool import InProcessPool, RunnerSettings
 
-    policy = FetchPolicy(
-        allow_hosts=frozenset(settings.IMAGE_FETCH_ALLOW_HOSTS),
-        connect_timeout=settings.IMAGE_FETCH_CONNECT_TIMEOUT,
-        read_timeout=settings.IMAGE_FETCH_READ_TIMEOUT,
-        max_bytes=settings.IMAGE_FETCH_MAX_BYTES,
-        max_pixels=settings.IMAGE_MAX_PIXELS,
-    )
     pool = InProcessPool(
         workers=settings.INFERENCE_WORKERS,
-        settings=RunnerSettings(onnx_threads=settings.INFERENCE_ONNX_THREADS, fetch_policy=policy),
+        settings=RunnerSettings(onnx_threads=settings.INFERENCE_ONNX_THREADS, fetch_policy=_fetch_policy()),
     )
     return Engine(resolve=resolve_model, pool=pool, batch_size=settings.INFERENCE_BATCH_SIZE)

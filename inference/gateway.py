@@ -21,12 +21,12 @@ Errors are `inference.errors.ApiError`s (or anything `errors.from_exception` cla
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Concatenate
 
-from inference import hooks, idempotency, inflight
-from inference.embedding import get_engine
+from inference import hooks, idempotency, inflight, providers
+from inference.embedding import get_engine, provider_config
 from inference.engine.engine import Embeddings
 from inference.engine.types import EmbedRequest
 from inference.errors import Forbidden, NotFound, Unauthorized, Unavailable
@@ -102,12 +102,15 @@ def serve(
     operation: Operation,
     request_id: str | None = None,
     fingerprint: str | None = None,
+    provider_keys: Mapping[str, str] | None = None,
     **kwargs: Any,
 ) -> Served:
     """Run one operation for a cluster under the gateway's rules (see the module docstring).
 
     `request_id` is the client's Idempotency-Key, if it sent one, and `fingerprint` identifies the request
     (`idempotency.fingerprint` of its method, path and body); without a fingerprint the key only tags usage.
+    `provider_keys` are the request's `<provider>-api-key` headers (lower-case names): the keys of the
+    caller's accounts at external providers, used for this request only and never kept.
     """
     with inflight.track(cluster_id):
         # Read the state once counted: a restart that begins after this read waits for us to finish.
@@ -122,7 +125,7 @@ def serve(
             replay = idempotency.claim(cluster_id=cluster.id, key=key, fingerprint=fingerprint)
             if replay is not None:
                 return Served(result=replay.result, usage=replay.usage)
-        metering = _Metering(cluster, request_id or uuid.uuid4().hex)
+        metering = _Metering(cluster, request_id or uuid.uuid4().hex, provider_keys or {})
         try:
             result, usage = operation(Context(cluster=cluster, embed=metering.embed), **kwargs)
         except BaseException:
@@ -136,28 +139,38 @@ def serve(
 
 
 class _Metering:
-    """The engine's embed for one request: behind the cluster's limit, its usage recorded as soon as it ran.
+    """The embed of one request, its usage recorded as soon as the models ran.
 
-    Recording right after the models ran, before the operation writes anything, means a process killed
-    after the write leaves no written point unbilled; a request that fails afterwards is refunded. The limit
-    is checked only when a model is about to run, so requests with vectors only are never limited.
+    Local models run on the engine behind the cluster's limit; provider models (`openai/...` and the like)
+    at their providers with the caller's keys. Recording right after the models ran, before the operation
+    writes anything, means a process killed after the write leaves no written point unbilled; a request
+    that fails afterwards is refunded. The limit is checked only when a local model is about to run, so
+    requests with vectors only are never limited.
     """
 
-    def __init__(self, cluster: ClusterInfo, request_id: str) -> None:
+    def __init__(self, cluster: ClusterInfo, request_id: str, provider_keys: Mapping[str, str]) -> None:
         self.cluster = cluster
         self.request_id = request_id
+        self.provider_keys = provider_keys
         self.recorded: frozenset[str] = frozenset()
 
     def embed(self, requests: Sequence[EmbedRequest]) -> Embeddings:
-        """Embed through the engine and record the tokens spent."""
+        """Embed locally and at providers, and record the tokens spent."""
         if not requests:
             return Embeddings(results=[], usage={})
-        hooks.meter().check_limit(self.cluster.id)  # over the limit: refused before any model runs
-        embeddings = get_engine().embed(requests)
+        embeddings = providers.embed_split(
+            requests, local=self._local, keys=self.provider_keys, config=provider_config()
+        )
         self.recorded |= emit_usage(
             cluster_id=self.cluster.id, request_id=self.request_id, usage=embeddings.usage
         )
         return embeddings
+
+    def _local(self, requests: Sequence[EmbedRequest]) -> Embeddings:
+        """Models this server runs: behind the cluster's limit (provider models are billed by the provider,
+        so they are neither limited nor priced here)."""
+        hooks.meter().check_limit(self.cluster.id)  # over the limit: refused before any model runs
+        return get_engine().embed(requests)
 
     def refund(self) -> None:
         """Withdraw what this request recorded (it failed, so it bills nothing)."""

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from django.conf import settings
 
-from inference import catalog, hooks
+from inference import catalog, hooks, providers
 from inference.catalog import CatalogEntry
 
 
@@ -33,4 +33,31 @@ def model_list() -> list[CatalogModel]:
             price_per_million=prices.get(e.name, e.price_per_million),
         )
         for e in catalog.CATALOG
+    ]
+
+
+@dataclass(frozen=True)
+class ProviderEntry:
+    """An external provider as the API and console list it: how to name its models and send its key."""
+
+    prefix: str  # model names start with `<prefix>/`
+    name: str
+    key_header: str  # request header, and `options` key, carrying the caller's key
+    input_types: list[str]
+    example_model: str
+    docs_url: str
+
+
+def provider_list() -> list[ProviderEntry]:
+    """The external providers whose models requests may name, without their model lists (theirs to keep)."""
+    return [
+        ProviderEntry(
+            prefix=client.prefix,
+            name=client.label,
+            key_header=client.header,
+            input_types=sorted(t.value for t in client.input_types),
+            example_model=client.example_model,
+            docs_url=client.docs_url,
+        )
+        for client in providers.PROVIDERS.values()
     ]

@@ -48,3 +48,19 @@ class InferenceResponseSerializer(serializers.Serializer):
 
     embeddings = serializers.ListField(child=serializers.JSONField())
     usage = serializers.DictField()
+
+
+class ProviderSerializer(serializers.Serializer):
+    """An external provider: the model-name prefix, where the caller's key goes, what it embeds."""
+
+    prefix = serializers.CharField()
+    name = serializers.CharField()
+    key_header = serializers.CharField()
+    input_types = serializers.ListField(child=serializers.CharField())
+    example_model = serializers.CharField()
+    docs_url = serializers.CharField()
+    billing = serializers.SerializerMethodField()
+
+    def get_billing(self, obj: object) -> str:
+        """How provider usage is billed here."""
+        return "tokens reported by the provider, recorded at price 0: the provider bills your account"

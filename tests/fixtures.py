@@ -31,6 +31,7 @@ from console.celery import app as celery_app
 from console.clusters.models import Cluster, RestartJob
 from console.clusters.services import CreatedCluster, CreatedUser, cluster_create, user_create
 from inference import stores
+from inference.usage import UsageEvent, usage_recorded, usage_refunded
 
 TEST_QUEUE = f"console-test-{uuid.uuid4().hex[:10]}"
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
@@ -220,3 +221,28 @@ def redis_worker() -> Iterator[None]:
         pytest.skip("a worker thread needs a PostgreSQL test database (DATABASE_URL; make test sets it)")
     with celery_worker(TEST_REDIS_URL):
         yield
+
+
+@pytest.fixture
+def usage_events() -> Iterator[list[UsageEvent]]:
+    """The usage events that stand at the end: every one emitted, less those a failed request refunded."""
+    events: list[UsageEvent] = []
+
+    def recorded(sender: Any, events: list[UsageEvent], **kwargs: Any) -> None:
+        captured.extend(events)
+
+    def refunded(
+        sender: Any, cluster_id: str, request_id: str, models: frozenset[str], **kwargs: Any
+    ) -> None:
+        captured[:] = [
+            e
+            for e in captured
+            if (e.cluster_id, e.request_id) != (cluster_id, request_id) or e.model not in models
+        ]
+
+    captured = events
+    usage_recorded.connect(recorded, weak=False, dispatch_uid="test-usage")
+    usage_refunded.connect(refunded, weak=False, dispatch_uid="test-usage-refund")
+    yield events
+    usage_recorded.disconnect(dispatch_uid="test-usage")
+    usage_refunded.disconnect(dispatch_uid="test-usage-refund")

@@ -28,7 +28,7 @@ from console.clusters.models import ApiKey, Cluster
 from console.clusters.selectors import InferenceState, cluster_inference_state
 from inference.catalog import CatalogEntry
 from inference.engine.types import Output
-from inference.selectors import model_list
+from inference.selectors import ProviderEntry, model_list, provider_list
 
 CHART_DAYS = 30
 
@@ -166,3 +166,26 @@ def usage_last_days(
     start = floor_to(now, Granularity.DAY) - timedelta(days=days - 1)
     series = usage_series(cluster_id=cluster.pk, start=start, end=now, granularity=Granularity.DAY)
     return series.buckets, series.series
+
+
+@dataclass(frozen=True)
+class ProviderRow:
+    """A line of the Inference tab's "External providers" section: the provider and its usage this month."""
+
+    provider: ProviderEntry
+    used_tokens: int
+    models: list[tuple[str, int]]  # the provider models used this month, with their tokens
+
+
+def provider_usage(*, cluster: Cluster, now: datetime | None = None) -> list[ProviderRow]:
+    """Every external provider with the tokens it reported for this cluster this month (billed by them)."""
+    statement = statement_get(cluster_id=cluster.pk, month=Month.of(now or timezone.now()))
+    rows = []
+    for provider in provider_list():
+        used = sorted(
+            (line.model, line.used_tokens)
+            for line in statement.lines
+            if line.model.lower().startswith(provider.prefix + "/")
+        )
+        rows.append(ProviderRow(provider=provider, used_tokens=sum(t for _, t in used), models=used))
+    return rows

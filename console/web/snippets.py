@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from inference.catalog import CatalogEntry
 from inference.engine.types import InputType, Output
+from inference.selectors import ProviderEntry
 
 API_KEY_PLACEHOLDER = "<your-api-key>"
 DOCUMENT_TEXT = "Qdrant is a vector similarity search engine written in Rust."
@@ -238,4 +239,93 @@ def usage_snippets(*, url: str, entry: CatalogEntry) -> Snippets:
         http=_http(url, collection, shape, entry),
         python=_python(url, collection, shape, entry),
         typescript=_typescript(url, collection, shape, entry),
+    )
+
+
+def provider_snippets(*, url: str, provider: ProviderEntry) -> Snippets:
+    """How to call a provider's model through the cluster: the caller's provider key in a request header.
+
+    Python uses `qdrant_client.context_headers.headers`, which adds headers to the requests made inside it;
+    TypeScript passes `headers` to the client. The example model is one of the provider's, for illustration.
+    """
+    model = provider.example_model
+    collection = "docs-" + provider.prefix
+    key = f"<your-{provider.prefix}-api-key>"
+    image = "image" in provider.input_types and model.startswith("jinaai/")
+    dims = 512 if image else 1024 if provider.prefix == "cohere" else 1536
+    obj: dict[str, Any] = {"image": IMAGE_URL} if image else {"text": DOCUMENT_TEXT}
+    obj = {**obj, "model": model}
+    if image:
+        obj["options"] = {"dimensions": dims}
+    upsert = {"points": [{"id": 1, "vector": obj}]}
+    base = f"{url}/collections/{collection}"
+    sent = (
+        f"api-key: {API_KEY_PLACEHOLDER}",
+        f"{provider.key_header}: {key}",
+        "Content-Type: application/json",
+    )
+    headers = " ".join(f'-H "{h}"' for h in sent)
+    create = {"vectors": {"size": dims, "distance": "Cosine"}}
+    http = "\n\n".join(
+        f"# {comment}\ncurl -X {method} \"{target}\" \\\n  {headers} \\\n  -d '{json.dumps(body, indent=2)}'"
+        for comment, method, target, body in (
+            ("Create the collection", "PUT", base, create),
+            (
+                f"Upsert: {provider.name} embeds it with your key (sent per request, never stored)",
+                "PUT",
+                base + "/points?wait=true",
+                upsert,
+            ),
+        )
+    )
+    cls = "Image" if image else "Document"
+    data = f"image={_q(IMAGE_URL)}" if image else f"text={_q(DOCUMENT_TEXT)}"
+    options = f'\n                options={{"dimensions": {dims}}},' if image else ""
+    python = f"""from qdrant_client import QdrantClient, models
+from qdrant_client.context_headers import headers
+
+client = QdrantClient(url={_q(url)}, api_key={_q(API_KEY_PLACEHOLDER)}, cloud_inference=True)
+client.create_collection(
+    {_q(collection)},
+    vectors_config=models.VectorParams(size={dims}, distance=models.Distance.COSINE),
+)
+
+# Every request made inside the block carries your {provider.name} key (or put it in `options`).
+with headers({{{_q(provider.key_header)}: {_q(key)}}}):
+    client.upsert(
+        {_q(collection)},
+        points=[
+            models.PointStruct(id=1, vector=models.{cls}(
+                {data},
+                model={_q(model)},{options}
+            )),
+        ],
+    )
+"""
+    parts = urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    port = "" if parts.port else f"\n  port: {443 if parts.scheme == 'https' else 80},"
+    typescript = f"""import {{ QdrantClient }} from "@qdrant/js-client-rest";
+
+const client = new QdrantClient({{
+  url: {_q(origin)},{port}
+  prefix: {_q(parts.path)},
+  apiKey: {_q(API_KEY_PLACEHOLDER)},
+  headers: {{ {_q(provider.key_header)}: {_q(key)} }},  // your {provider.name} key, sent with each request
+}});
+
+await client.createCollection({_q(collection)}, {_js(create)});
+
+await client.upsert({_q(collection)}, {{
+  wait: true,
+  points: [{{ id: 1, vector: {_js(obj, 2)} }}],
+}});
+"""
+    return Snippets(
+        model=model,
+        collection=collection,
+        vector_note=f"dense, {dims} dims, cosine",
+        http=http,
+        python=python,
+        typescript=typescript,
     )

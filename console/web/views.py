@@ -35,7 +35,7 @@ from console.clusters.services import (
 from console.web import selectors as console_selectors
 from console.web.charts import daily_bar_chart
 from console.web.forms import ApiKeyCreateForm, InferenceToggleForm
-from console.web.snippets import usage_snippets
+from console.web.snippets import provider_snippets, usage_snippets
 
 
 def health(request: HttpRequest) -> JsonResponse:
@@ -216,6 +216,10 @@ def cluster_inference(request: HttpRequest, cluster_id: str) -> HttpResponse:
                 usage_snippets(url=context["cluster_url"], entry=row.entry)
                 for row in usage.models
                 if row.installed
+            ],
+            "providers": [
+                (row, provider_snippets(url=context["cluster_url"], provider=row.provider))
+                for row in console_selectors.provider_usage(cluster=cluster, now=now)
             ],
             "statement_json": reverse("cluster-statement", args=[cluster.pk, month]),
             "statement_csv": reverse("cluster-statement-csv", args=[cluster.pk, month]),

@@ -19,7 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from inference import gateway, idempotency
+from inference import gateway, idempotency, providers
 from inference.dataplane import services
 from inference.dataplane.wire import QdrantJSONParser, QdrantJSONRenderer
 from inference.errors import FormatError
@@ -38,6 +38,16 @@ def _api_key_of(request: HttpRequest) -> str:
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
     return ""
+
+
+def _provider_keys_of(request: HttpRequest) -> dict[str, str]:
+    """The caller's external-provider keys from `openai-api-key`, `cohere-api-key`... (used, never kept)."""
+    keys = {}
+    for name in providers.KEY_HEADERS:
+        value = request.headers.get(name, "").strip()
+        if value:
+            keys[name] = value
+    return keys
 
 
 class DataPlaneSchema(AutoSchema):
@@ -106,6 +116,7 @@ class DataPlaneApi(APIView):
             operation=call,
             request_id=self._idempotency_key,
             fingerprint=self._fingerprint,
+            provider_keys=_provider_keys_of(self.request),
             **kwargs,
         )
         content: dict[str, Any] = {"result": served.result, "status": "ok", "time": self._elapsed()}
