@@ -11,9 +11,9 @@ REDIS_URL ?= redis://127.0.0.1:6379/0
 export DATA_DIR MODELS_DIR PORT GRPC_PORT
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup install migrate models browser run test lint bench clean
+.PHONY: setup install migrate models browser js run test lint bench clean
 
-setup: install migrate models browser
+setup: install migrate models browser js
 
 # Reinstall only when pyproject.toml changes.
 install: $(VENV)/.installed
@@ -39,6 +39,14 @@ browser:
 			--no-install-recommends chromium chromium-driver fonts-dejavu-core >/dev/null \
 		|| echo "make browser: could not install chromium; the browser tests will be skipped"; \
 	else echo "make browser: no apt-get; the browser tests will be skipped"; fi
+
+# The official JavaScript gRPC client for tests/grpc/test_js_client.py, pinned by tests/js/package-lock.json.
+# Reinstalled only when the lock file changes; a machine without node or npm only loses that test.
+js: tests/js/node_modules/.installed
+tests/js/node_modules/.installed: tests/js/package-lock.json
+	@if command -v npm >/dev/null; then \
+		npm install --prefix tests/js --no-audit --no-fund --loglevel error && touch $@; \
+	else echo "make js: npm is not installed; the JavaScript gRPC client test will be skipped"; fi
 
 # Web server and Celery worker on the embedded defaults (SQLite, SQLite-backed broker, Qdrant Edge).
 # One web process with threads: Qdrant Edge allows one opener per shard directory. The same process serves
