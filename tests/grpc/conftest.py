@@ -15,9 +15,9 @@ from qdrant_client import grpc as pb
 
 from console.clusters.services import CreatedCluster
 from inference.grpc.server import build_server
-from tests.dataplane.conftest import base_url, cluster, clusters_dir, usage_events
+from tests.dataplane.conftest import base_url, cluster, usage_events
 
-__all__ = ["base_url", "cluster", "clusters_dir", "usage_events"]
+__all__ = ["base_url", "cluster", "usage_events"]
 
 
 @pytest.fixture
