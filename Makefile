@@ -3,16 +3,17 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
+GRPC_PORT ?= 6334
 DATA_DIR ?= $(CURDIR)/data
 MODELS_DIR ?= $(DATA_DIR)/models
 PG_URL ?= postgres://postgres@127.0.0.1:5432/inference_console
 REDIS_URL ?= redis://127.0.0.1:6379/0
-export DATA_DIR MODELS_DIR PORT
+export DATA_DIR MODELS_DIR PORT GRPC_PORT
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup install migrate models browser run test lint bench clean
+.PHONY: setup install migrate models browser js run test lint bench clean
 
-setup: install migrate models browser
+setup: install migrate models browser js
 
 # Reinstall only when pyproject.toml changes.
 install: $(VENV)/.installed
@@ -39,17 +40,26 @@ browser:
 		|| echo "make browser: could not install chromium; the browser tests will be skipped"; \
 	else echo "make browser: no apt-get; the browser tests will be skipped"; fi
 
+# The official JavaScript gRPC client for tests/grpc/test_js_client.py, pinned by tests/js/package-lock.json.
+# Reinstalled only when the lock file changes; a machine without node or npm only loses that test.
+js: tests/js/node_modules/.installed
+tests/js/node_modules/.installed: tests/js/package-lock.json
+	@if command -v npm >/dev/null; then \
+		npm install --prefix tests/js --no-audit --no-fund --loglevel error && touch $@; \
+	else echo "make js: npm is not installed; the JavaScript gRPC client test will be skipped"; fi
+
 # Web server and Celery worker on the embedded defaults (SQLite, SQLite-backed broker, Qdrant Edge).
-# One web process with threads: Qdrant Edge allows one opener per shard directory.
+# One web process with threads: Qdrant Edge allows one opener per shard directory. The same process serves
+# Qdrant's gRPC API on GRPC_PORT (started by console/gunicorn_conf.py's hooks, stopped with the worker).
 run: setup
 	$(PY) manage.py collectstatic --noinput -v 0
 	$(PY) manage.py demo_cluster
 	@trap 'kill 0' EXIT INT TERM; \
 	$(VENV)/bin/celery -A console worker --loglevel INFO --concurrency 1 \
 		--beat --schedule $(DATA_DIR)/celerybeat-schedule & \
-	echo "Serving on http://127.0.0.1:$(PORT)/ (data in $(DATA_DIR))"; \
-	$(VENV)/bin/gunicorn console.wsgi:application --bind 0.0.0.0:$(PORT) --workers 1 --threads 8 \
-		--access-logfile - --timeout 120
+	echo "Serving on http://127.0.0.1:$(PORT)/ and gRPC on 127.0.0.1:$(GRPC_PORT) (data in $(DATA_DIR))"; \
+	$(VENV)/bin/gunicorn console.wsgi:application --config python:console.gunicorn_conf \
+		--bind 0.0.0.0:$(PORT) --workers 1 --threads 8 --access-logfile - --timeout 120
 
 lint: install
 	$(VENV)/bin/ruff check .

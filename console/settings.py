@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.management.utils import get_random_secret_key
@@ -224,4 +225,10 @@ PROVIDER_RETRY_BACKOFF = env_float("PROVIDER_RETRY_BACKOFF", 0.5)  # first wait 
 # --- public address ------------------------------------------------------------------------------------
 PORT = env_int("PORT", 8000, minimum=1)
 PUBLIC_URL = env_str("PUBLIC_URL", f"http://127.0.0.1:{PORT}").rstrip("/")  # shown in cluster URLs
+# Qdrant's gRPC API for every cluster on one port (the API key names the cluster); 0 turns it off. It runs
+# inside the web process (see inference/grpc/server.py); GRPC_PUBLIC_URL is what users are shown.
+GRPC_PORT = env_int("GRPC_PORT", 6334, minimum=0)
+GRPC_WORKERS = env_int("GRPC_WORKERS", 32, minimum=1)  # RPC threads: 16 concurrent streams and headroom
+_public = urlsplit(PUBLIC_URL)
+GRPC_PUBLIC_URL = env_str("GRPC_PUBLIC_URL", f"{_public.scheme}://{_public.hostname}:{GRPC_PORT}").rstrip("/")
 CLUSTERS_DIR = DATA_DIR / "clusters"  # embedded storage: one directory per cluster

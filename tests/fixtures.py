@@ -246,3 +246,15 @@ def usage_events() -> Iterator[list[UsageEvent]]:
     yield events
     usage_recorded.disconnect(dispatch_uid="test-usage")
     usage_refunded.disconnect(dispatch_uid="test-usage-refund")
+
+
+@pytest.fixture
+def cluster(transactional_db: None, models_dir: Path) -> CreatedCluster:
+    """A paid US cluster created today: inference on, embedded storage (a data-plane test's cluster)."""
+    return cluster_create(name="test", region="us-east-1", tier="paid")
+
+
+@pytest.fixture
+def base_url(live_server: Any, cluster: CreatedCluster) -> str:
+    """The cluster's data-plane URL on the live test server."""
+    return f"{live_server.url}/clusters/{cluster.cluster.id}"

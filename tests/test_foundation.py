@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.test import Client
 
@@ -115,7 +116,10 @@ def test_create_cluster_command(
 ) -> None:
     call_command("create_cluster", name="n", region=region, tier=tier, created_at=created_at, json=True)
     data = json.loads(capsys.readouterr().out)
-    assert set(data) == {"id", "name", "url", "api_key", "inference_token", "inference_enabled"}
+    assert set(data) == {"id", "name", "url", "grpc_url", "api_key", "inference_token", "inference_enabled"}
+    assert data["grpc_url"] == settings.GRPC_PUBLIC_URL and data["grpc_url"].endswith(
+        f":{settings.GRPC_PORT}"
+    )
     assert data["inference_enabled"] is enabled
     assert data["url"].endswith(f"/clusters/{data['id']}")
     cluster = Cluster.objects.get(pk=data["id"])

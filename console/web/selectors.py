@@ -38,6 +38,11 @@ def cluster_url(cluster: Cluster) -> str:
     return f"{settings.PUBLIC_URL}/clusters/{cluster.pk}"
 
 
+def grpc_url(cluster: Cluster) -> str | None:
+    """Where the cluster's gRPC API answers (one port for all clusters: the API key picks the cluster)."""
+    return str(settings.GRPC_PUBLIC_URL) if settings.GRPC_PORT else None
+
+
 def output_label(entry: CatalogEntry) -> str:
     """What a model produces, as the model table shows it: `dense · 384 dims`, `sparse`, `multivector`."""
     spec = entry.spec

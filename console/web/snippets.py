@@ -1,4 +1,5 @@
-"""Usage examples for one model on one cluster: HTTP (curl), Python (qdrant-client) and TypeScript.
+"""Usage examples for one model on one cluster: HTTP (curl), Python (qdrant-client, over REST and over gRPC)
+and TypeScript.
 
 Each example creates a collection whose vectors fit the model (size and distance for dense models, a named
 sparse vector for sparse ones, with `modifier: idf` for BM25, a multivector for late-interaction models),
@@ -34,6 +35,7 @@ class Snippets:
     http: str
     python: str
     typescript: str
+    python_grpc: str = ""  # the Python example with `prefer_grpc=True` (empty when gRPC is off)
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,26 @@ def _python_object(entry: CatalogEntry, *, query: bool, indent: int) -> str:
     return f"models.{cls}(\n{args}{pad})"
 
 
-def _python(url: str, collection: str, shape: _Shape, entry: CatalogEntry) -> str:
+def _python_client(url: str, grpc_url: str | None) -> str:
+    if grpc_url is None:
+        return f"""client = QdrantClient(
+    url={_q(url)},
+    api_key={_q(API_KEY_PLACEHOLDER)},
+    cloud_inference=True,  # the cluster runs the model; nothing is embedded on this machine
+)"""
+    port = urlsplit(grpc_url).port or 6334
+    return f"""client = QdrantClient(
+    url={_q(url)},  # the gRPC host is this URL's host
+    grpc_port={port},
+    prefer_grpc=True,  # every call below goes over Qdrant's gRPC API; the API key picks the cluster
+    api_key={_q(API_KEY_PLACEHOLDER)},
+    cloud_inference=True,  # the cluster runs the model; nothing is embedded on this machine
+)"""
+
+
+def _python(
+    url: str, collection: str, shape: _Shape, entry: CatalogEntry, grpc_url: str | None = None
+) -> str:
     spec = entry.spec
     if shape.sparse:
         modifier = "modifier=models.Modifier.IDF" if shape.config["sparse_vectors"][shape.vector_name] else ""
@@ -141,11 +162,7 @@ def _python(url: str, collection: str, shape: _Shape, entry: CatalogEntry) -> st
     using = f"\n    using={_q(shape.vector_name)}," if shape.vector_name else ""
     return f"""from qdrant_client import QdrantClient, models
 
-client = QdrantClient(
-    url={_q(url)},
-    api_key={_q(API_KEY_PLACEHOLDER)},
-    cloud_inference=True,  # the cluster runs the model; nothing is embedded on this machine
-)
+{_python_client(url, grpc_url)}
 
 client.create_collection(
     collection_name={_q(collection)},
@@ -228,8 +245,8 @@ console.log(results.points);
 """
 
 
-def usage_snippets(*, url: str, entry: CatalogEntry) -> Snippets:
-    """The HTTP, Python and TypeScript examples of `entry` on the cluster at `url`."""
+def usage_snippets(*, url: str, entry: CatalogEntry, grpc_url: str | None = None) -> Snippets:
+    """The HTTP, Python (REST, and gRPC when `grpc_url` is given) and TypeScript examples of `entry`."""
     collection = collection_name(entry)
     shape = _shape(entry)
     return Snippets(
@@ -239,6 +256,7 @@ def usage_snippets(*, url: str, entry: CatalogEntry) -> Snippets:
         http=_http(url, collection, shape, entry),
         python=_python(url, collection, shape, entry),
         typescript=_typescript(url, collection, shape, entry),
+        python_grpc=_python(url, collection, shape, entry, grpc_url) if grpc_url else "",
     )
 
 

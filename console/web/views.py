@@ -93,6 +93,7 @@ def _tab_context(request: HttpRequest, cluster: Cluster, tab: str) -> dict[str, 
     return {
         "cluster": cluster,
         "cluster_url": console_selectors.cluster_url(cluster),
+        "grpc_url": console_selectors.grpc_url(cluster),
         "role": role,
         "is_admin": role == Membership.Role.ADMIN,
         "tab": tab,
@@ -213,7 +214,7 @@ def cluster_inference(request: HttpRequest, cluster_id: str) -> HttpResponse:
             "charts": charts,
             "chart_days": console_selectors.CHART_DAYS,
             "snippets": [
-                usage_snippets(url=context["cluster_url"], entry=row.entry)
+                usage_snippets(url=context["cluster_url"], entry=row.entry, grpc_url=context["grpc_url"])
                 for row in usage.models
                 if row.installed
             ],

@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,52 @@ def test_the_python_example_runs_against_the_live_server(
         timeout=30,
     ).json()["result"]["points"]
     assert [p["id"] for p in points] == [1] and points[0]["vector"]
+
+
+def test_the_python_grpc_example_runs_against_the_live_grpc_server(
+    shown_grpc: tuple[CreatedCluster, str], tmp_path: Path
+) -> None:
+    created, html = shown_grpc
+    code = snippets(html, "python-grpc")[MINILM]
+    assert "prefer_grpc=True" in code and API_KEY_PLACEHOLDER in code
+    script = tmp_path / "example.py"
+    script.write_text(code.replace(API_KEY_PLACEHOLDER, created.api_key))
+
+    result = run([sys.executable, str(script)], tmp_path)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "id=1" in result.stdout and "Qdrant is a vector similarity search engine" in result.stdout
+    collection = code.split('collection_name="', 1)[1].split('"', 1)[0]
+    points = httpx.post(
+        f"{created_url(created)}/collections/{collection}/points/scroll",
+        headers={"api-key": created.api_key},
+        json={},
+        timeout=30,
+    ).json()["result"]["points"]
+    assert [p["id"] for p in points] == [1]
+
+
+@pytest.fixture
+def shown_grpc(
+    live_server: Any,
+    settings: LazySettings,
+    admin: CreatedUser,
+    make_cluster: Callable[..., CreatedCluster],
+    models_dir: Path,
+) -> Iterator[tuple[CreatedCluster, str]]:
+    """As `shown`, with a gRPC server in this process that the page's gRPC URL points at."""
+    from inference.grpc.server import build_server
+
+    server, port = build_server(port=0, host="127.0.0.1")
+    server.start()
+    settings.PUBLIC_URL = live_server.url
+    settings.GRPC_PUBLIC_URL = f"http://127.0.0.1:{port}"
+    created = make_cluster(created_at=timezone.now())
+    client = Client()
+    client.force_login(admin.user)
+    html = client.get(reverse("console:cluster-inference", args=[created.cluster.pk])).content.decode()
+    yield created, html
+    server.stop(0).wait()
 
 
 def created_url(created: CreatedCluster) -> str:

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
@@ -119,6 +120,7 @@ def test_overview_shows_url_region_tier_backend_status(
     cluster = make_cluster(region="us-west-2").cluster
     html = text(signed_in_viewer.get(url("cluster-overview", cluster.pk)))
     assert f"{public_url}/clusters/{cluster.pk}" in html
+    assert f'<code id="grpc-url">{settings.GRPC_PUBLIC_URL}</code>' in html  # one port for all clusters
     for fact in ("us-west-2", "Paid", "Embedded (Qdrant Edge)", "Running"):
         assert fact in html
     assert 'aria-current="page">Overview' in html

@@ -57,6 +57,8 @@ class Command(BaseCommand):
             "id": cluster.id,
             "name": cluster.name,
             "url": f"{settings.PUBLIC_URL}/clusters/{cluster.id}",
+            # Qdrant's gRPC API: one port for every cluster, the API key selects this one.
+            "grpc_url": settings.GRPC_PUBLIC_URL if settings.GRPC_PORT else None,
             "api_key": created.api_key,
             "inference_token": created.inference_token,
             "inference_enabled": cluster.inference_enabled,

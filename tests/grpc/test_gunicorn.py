@@ -1,0 +1,88 @@
+"""`make run`'s arrangement: gunicorn with console/gunicorn_conf.py serves REST and gRPC from one worker.
+
+The worker owns the clusters' embedded storage (Qdrant Edge allows one opener per directory), so writes over
+gRPC and reads over REST meet the same open store; stopping gunicorn stops the gRPC port with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from qdrant_client import QdrantClient, models
+
+from tests.conftest import MINILM
+from tests.processes import BIN, ROOT, free_port, kill_group
+
+
+pytestmark = pytest.mark.slow
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def gunicorn(embedded_env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
+    env = {**embedded_env, "GRPC_PORT": str(free_port())}
+    server = subprocess.Popen(
+        [str(BIN / "gunicorn"), "console.wsgi:application", "--config", "python:console.gunicorn_conf",
+         "--bind", f"127.0.0.1:{env['PORT']}", "--workers", "1", "--threads", "4"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not port_open(int(env["GRPC_PORT"])):
+        time.sleep(0.2)
+    try:
+        assert httpx.get(f"http://127.0.0.1:{env['PORT']}/healthz", timeout=5).status_code == 200
+        yield server, env
+    finally:
+        kill_group(server)
+
+
+def test_grpc_and_rest_share_the_worker_and_stop_with_it(
+    gunicorn: tuple[subprocess.Popen[bytes], dict[str, str]],
+) -> None:
+    server, env = gunicorn
+    out = subprocess.run(
+        [sys.executable, "manage.py", "create_cluster", "--name", "g", "--region", "us-east-1",
+         "--tier", "paid", "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    created = json.loads(out.stdout)
+    assert created["grpc_url"] == f"http://127.0.0.1:{env['GRPC_PORT']}"
+
+    over_grpc = QdrantClient(
+        url=created["url"], grpc_port=int(env["GRPC_PORT"]), prefer_grpc=True, api_key=created["api_key"],
+        cloud_inference=True, timeout=60,
+    )  # fmt: skip
+    over_rest = QdrantClient(url=created["url"], api_key=created["api_key"], cloud_inference=True, timeout=60)
+    over_grpc.create_collection(
+        "s", vectors_config=models.VectorParams(size=384, distance=models.Distance.COSINE)
+    )
+    over_grpc.upsert(
+        "s",
+        points=[
+            models.PointStruct(id=i, vector=models.Document(text=f"note {i}", model=MINILM)) for i in range(5)
+        ],
+    )
+    assert over_rest.count("s").count == 5  # the same open store
+    hits = over_rest.query_points("s", query=models.Document(text="note 3", model=MINILM), limit=1).points
+    assert hits[0].id == 3
+    over_grpc.close()
+    over_rest.close()
+
+    os.killpg(server.pid, signal.SIGTERM)  # what `make run`'s trap does on Ctrl-C
+    server.wait(30)
+    assert not port_open(int(env["GRPC_PORT"]))
