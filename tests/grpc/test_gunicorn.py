@@ -22,7 +22,6 @@ from qdrant_client import QdrantClient, models
 from tests.conftest import MINILM
 from tests.processes import BIN, ROOT, free_port, kill_group
 
-
 pytestmark = pytest.mark.slow
 
 
