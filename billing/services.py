@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Field
 from django.utils import timezone
 
+from billing.limits import forget_limit
 from billing.models import (
     LIST_PRICE_EPOCH,
     REQUEST_ID_LENGTH,
@@ -41,11 +41,10 @@ from billing.selectors import (
     price_in_force,
     rollup_comparison,
     rollups_from_ledger,
-    usage_tokens_between,
 )
 from inference import catalog
-from inference.errors import BadRequest, TooManyRequests
-from inference.providers import PROVIDERS, is_provider_model
+from inference.errors import BadRequest
+from inference.providers import is_provider_model
 from inference.usage import UsageEvent
 
 logger = logging.getLogger(__name__)
@@ -58,20 +57,6 @@ _INSERT_CHUNK = 500  # rows per INSERT statement (well under every backend's par
 
 class BillingError(BadRequest):
     """A billing change was refused; the message says why."""
-
-
-class RateLimited(TooManyRequests):
-    """The cluster already spent its tokens for the current UTC minute; retry after `retry_after_seconds`."""
-
-    def __init__(self, *, retry_after_seconds: int, limit: int, used: int) -> None:
-        self.retry_after_seconds = retry_after_seconds
-        self.limit = limit
-        self.used = used
-        super().__init__(
-            f"Rate limit exceeded: {used} of {limit} tokens per minute already used; "
-            f"retry after {retry_after_seconds} s",
-            retry_after=retry_after_seconds,
-        )
 
 
 # --- recording usage ------------------------------------------------------------------------------------
@@ -367,6 +352,7 @@ def model_allowance_set(
 
 def cluster_limit_set(*, cluster_id: str, tokens_per_minute: int | None) -> ClusterLimit | None:
     """Set (or with None, remove) a cluster's tokens-per-minute limit."""
+    forget_limit(cluster_id)  # applies to this process's next request (others: within LIMIT_CACHE_SECONDS)
     if tokens_per_minute is None:
         ClusterLimit.objects.filter(cluster_id=cluster_id).delete()
         return None
@@ -376,31 +362,6 @@ def cluster_limit_set(*, cluster_id: str, tokens_per_minute: int | None) -> Clus
         cluster_id=cluster_id, defaults={"tokens_per_minute": tokens_per_minute, "updated_at": timezone.now()}
     )
     return limit
-
-
-def usage_limit_check(*, cluster_id: str) -> None:
-    """Raise RateLimited when the cluster's tokens recorded in the current UTC minute reach its limit.
-
-    Call it before running any model: a limited request then runs nothing and bills nothing. Clusters
-    without a limit always pass. The window is the fixed UTC minute, so Retry-After is the wait until the
-    next one starts (at least 1 s).
-    """
-    limit = (
-        ClusterLimit.objects.filter(cluster_id=cluster_id).values_list("tokens_per_minute", flat=True).first()
-    )
-    if limit is None:
-        return
-    now = timezone.now()
-    minute = as_utc(now).replace(second=0, microsecond=0)
-    used = usage_tokens_between(
-        cluster_id=cluster_id,
-        start=minute,
-        end=minute + timedelta(minutes=1),
-        exclude_prefixes=[f"{prefix}/" for prefix in PROVIDERS],  # tokens the provider bills do not count
-    )
-    if used >= limit:
-        wait = (minute + timedelta(minutes=1) - now).total_seconds()
-        raise RateLimited(retry_after_seconds=max(1, math.ceil(wait)), limit=limit, used=used)
 
 
 # --- roll-up verification and rebuild ----------------------------------------------------------------------

@@ -180,6 +180,11 @@ CELERY_BEAT_SCHEDULE = {
     "purge-idempotency-keys": {"task": "inference.tasks.purge_idempotency_keys", "schedule": 3600.0},
 }
 
+# --- tokens-per-minute limits (billing/limits.py) -----------------------------------------------------
+# Redis shared by every web process for the limit's counters; empty = this process's memory.
+LIMITS_REDIS_URL = env_str("LIMITS_REDIS_URL", "")
+LIMIT_CACHE_SECONDS = env_float("LIMIT_CACHE_SECONDS", 2.0)  # how long a process keeps a cluster's limit
+
 # --- Idempotency-Key (inference/idempotency.py) --------------------------------------------------------
 IDEMPOTENCY_TTL_HOURS = env_float("IDEMPOTENCY_TTL_HOURS", 24.0)
 # A key whose first request has not finished after this long (its process died) may be used again.

@@ -8,13 +8,22 @@ flag in this file: the catalog lists models that cannot be installed on this mac
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from inference.engine.types import InputType, ModelNotFound, ModelNotInstalled, ModelSpec, Output, Runtime
+from inference.engine.types import (
+    EmbedRequest,
+    InputType,
+    ModelNotFound,
+    ModelNotInstalled,
+    ModelSpec,
+    Output,
+    Runtime,
+)
 
 
 class Modality(StrEnum):
@@ -292,3 +301,27 @@ def resolve(models_dir: Path, name: str) -> tuple[ModelSpec, Path]:
             f"Model '{entry.name}' is in the catalog but its weights are not installed on this server."
         )
     return entry.spec, path
+
+
+# Slack for what a runner adds to a text besides its characters: special tokens and E5's "query: " prefix.
+_TOKEN_SLACK = 8
+
+
+def token_bound(requests: Sequence[EmbedRequest]) -> int:
+    """An upper bound of the tokens the requests can cost, known before any model runs (for rate limits).
+
+    A text costs at most its context window, and never more tokens than characters (every token of these
+    tokenizers covers at least one) plus a few special ones; an image costs its fixed count.
+    """
+    bound = 0
+    for request in requests:
+        entry = find(request.model)
+        if entry is None:
+            continue  # refused by the engine before anything runs
+        if request.input_type == InputType.IMAGE:
+            bound += entry.spec.tokens_per_image
+            continue
+        size = len(request.data) if isinstance(request.data, str) else len(str(request.data))
+        window = entry.spec.context_window
+        bound += min(window, size + _TOKEN_SLACK) if window is not None else size + _TOKEN_SLACK
+    return bound

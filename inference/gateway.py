@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Concatenate
 
-from inference import hooks, idempotency, inflight, providers
+from inference import catalog, hooks, idempotency, inflight, providers
 from inference.embedding import get_engine, provider_config
 from inference.engine.engine import Embeddings
 from inference.engine.types import EmbedRequest
@@ -169,8 +169,16 @@ class _Metering:
     def _local(self, requests: Sequence[EmbedRequest]) -> Embeddings:
         """Models this server runs: behind the cluster's limit (provider models are billed by the provider,
         so they are neither limited nor priced here)."""
-        hooks.meter().check_limit(self.cluster.id)  # over the limit: refused before any model runs
-        return get_engine().embed(requests)
+        # Over the limit: refused before any model runs. The bound is reserved atomically, so concurrent
+        # requests cannot all pass one check and overshoot the limit together.
+        reservation = hooks.meter().reserve(self.cluster.id, catalog.token_bound(requests))
+        try:
+            embeddings = get_engine().embed(requests)
+        except BaseException:
+            reservation.settle(0)
+            raise
+        reservation.settle(sum(embeddings.usage.values()))
+        return embeddings
 
     def refund(self) -> None:
         """Withdraw what this request recorded (it failed, so it bills nothing)."""

@@ -5,8 +5,9 @@ from outside comes through the hooks below, registered once at start-up by the a
 (each app's `AppConfig.ready`):
 
 - :class:`Directory` (registered by `console.clusters`): API keys, clusters and their state.
-- :class:`Meter` (registered by `billing`): the tokens-per-minute check made before a model runs, and the
-  prices shown in the catalog. Usage itself leaves through `inference.usage.usage_recorded`.
+- :class:`Meter` (registered by `billing`): the tokens-per-minute limit, held (reserved) before a model
+  runs and settled after, and the prices shown in the catalog. Usage itself leaves through
+  `inference.usage.usage_recorded`.
 
 Unregistered hooks fail loudly (a directory) or do nothing (a meter), so inference runs, and its tests run,
 without billing.
@@ -57,21 +58,37 @@ class Directory(Protocol):
         """The cluster whose inference-service token this is, or None."""
 
 
-class Meter(Protocol):
-    """What billing adds to serving: a limit checked before models run, and prices for the catalog."""
+class Reservation(Protocol):
+    """Tokens held against a cluster's limit while its models run."""
 
-    def check_limit(self, cluster_id: str) -> None:
-        """Raise `inference.errors.TooManyRequests` when the cluster may not run a model now."""
+    def settle(self, tokens: int) -> None:
+        """Replace the reserved bound by the tokens the models actually processed."""
+
+
+class Meter(Protocol):
+    """What billing adds to serving: a limit held before models run, and prices for the catalog."""
+
+    def reserve(self, cluster_id: str, tokens: int) -> Reservation:
+        """Hold `tokens` (an upper bound) against the cluster's limit, or raise
+        `inference.errors.TooManyRequests` when the cluster may not run a model now."""
 
     def prices(self) -> Mapping[str, Decimal]:
         """Price per 1M tokens in force now, by model name (models absent: their list price)."""
 
 
+class _NoReservation:
+    """Nothing was held."""
+
+    def settle(self, tokens: int) -> None:
+        """Nothing to settle."""
+
+
 class _NoMeter:
     """Nothing is limited and the catalog shows list prices: inference without billing installed."""
 
-    def check_limit(self, cluster_id: str) -> None:
+    def reserve(self, cluster_id: str, tokens: int) -> Reservation:
         """No limit."""
+        return _NoReservation()
 
     def prices(self) -> Mapping[str, Decimal]:
         """No price overrides."""

@@ -19,7 +19,7 @@ from django.utils import timezone
 from billing.models import UsageRecord, UsageRollup
 from billing.periods import Month
 from billing.selectors import statement_get
-from billing.services import rollups_verify
+from billing.services import cluster_limit_set, rollups_verify
 from tests.billing.conftest import needs_postgresql, new_cluster, response_usage
 from tests.conftest import BM25, MINILM
 
@@ -112,3 +112,50 @@ def test_concurrent_requests_bill_exactly_what_the_responses_report(
     # Right at a month's turn some requests may fall in the next month; otherwise the statement has them all.
     if all(r.time >= Month.of(timezone.now()).start for r in UsageRecord.objects.only("time")):
         assert statement.used_tokens == sum(reported.values())
+
+
+def test_the_token_limit_holds_under_concurrent_pressure(live_server: Any, models_dir: Path) -> None:
+    created = new_cluster()
+    base = f"{live_server.url}/clusters/{created.cluster.id}"
+    headers = {"api-key": created.api_key}
+    collection = {"vectors": {"size": 384, "distance": "Cosine"}}
+    assert httpx.put(f"{base}/collections/c", json=collection, headers=headers, timeout=60).status_code == 200
+    limit = 300
+    cluster_limit_set(cluster_id=created.cluster.id, tokens_per_minute=limit)
+
+    def send(i: int) -> tuple[int, dict[str, Any]]:
+        body = {"points": [{"id": i, "vector": {"text": f"pressure test number {i}", "model": MINILM}}]}
+        response = httpx.put(f"{base}/collections/c/points", json=body, headers=headers, timeout=120)
+        return response.status_code, response.json()
+
+    # Load the model first (on another cluster), so the timed part below fits in one minute.
+    other = new_cluster("warm-up")
+    warm = {"points": [{"id": 1, "vector": {"text": "warm", "model": MINILM}}]}
+    other_url = f"{live_server.url}/clusters/{other.cluster.id}/collections/c"
+    assert (
+        httpx.put(other_url, json=collection, headers={"api-key": other.api_key}, timeout=60).status_code
+        == 200
+    )
+    httpx.put(f"{other_url}/points", json=warm, headers={"api-key": other.api_key}, timeout=120)
+    if timezone.now().second > 30:  # the limit's window is the UTC minute: start at the top of one
+        time.sleep(60.5 - timezone.now().second - timezone.now().microsecond / 1e6)
+    minute = timezone.now().minute
+    with ThreadPoolExecutor(CLIENT_THREADS) as executor:
+        answers = list(executor.map(send, range(64)))
+    if timezone.now().minute != minute:
+        pytest.skip("the run crossed a minute boundary: the limit's window restarted")
+    assert {status for status, _ in answers} <= {200, 429}
+    served = [response_usage(body)[MINILM] for status, body in answers if status == 200]
+    assert any(status == 429 for status, _ in answers)
+    # Concurrent requests hold an upper bound of their tokens while they run, so some are refused before the
+    # limit is reached; once they settled, requests one after another fill the rest of the minute.
+    for i in range(64, 200):
+        status, body = send(i)
+        if status == 429:
+            break
+        served.append(response_usage(body)[MINILM])
+    if timezone.now().minute != minute:
+        pytest.skip("the run crossed a minute boundary: the limit's window restarted")
+    billed = UsageRecord.objects.filter(cluster=created.cluster).aggregate(t=Sum("tokens"))["t"]
+    assert billed == sum(served)
+    assert limit <= billed < limit + max(served)  # the overshoot is at most one request's tokens
