@@ -57,10 +57,6 @@ class StorageError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status_code={self.status_code}, message={self.message!r})"
 
-    def to_body(self) -> JsonDict:
-        """The ``status`` part of Qdrant's error body; the API layer adds ``time``."""
-        return {"status": {"error": self.message}}
-
 
 class CollectionNotFound(StorageError):
     """The collection does not exist: 404 "Not found: Collection `NAME` doesn't exist!"."""
@@ -149,11 +145,6 @@ class VectorConfig:
 
     dense: dict[str, DenseVectorSpec] = field(default_factory=dict)
     sparse: dict[str, SparseVectorSpec] = field(default_factory=dict)
-
-    @property
-    def has_unnamed(self) -> bool:
-        """Whether points may carry a plain (unnamed) vector."""
-        return DEFAULT_VECTOR_NAME in self.dense
 
     @classmethod
     def from_params(

@@ -23,6 +23,7 @@ from qdrant_client import QdrantClient
 from qdrant_client.http import models
 
 from inference.storage import (
+    DEFAULT_VECTOR_NAME,
     BadRequest,
     CollectionExists,
     CollectionNotFound,
@@ -231,7 +232,7 @@ def test_named_dense_and_sparse_idf_collection(store: EdgeStore) -> None:
     assert info.config.params.sparse_vectors["bm25"].modifier == models.Modifier.IDF
 
     config = store.vector_config("hybrid")
-    assert not config.has_unnamed
+    assert DEFAULT_VECTOR_NAME not in config.dense
     assert config.dense["dense"].size == 8
     assert config.dense["dot"].distance == "Dot"
     assert config.sparse["bm25"].modifier == "idf"
@@ -857,10 +858,6 @@ def test_unsupported_features_say_so(store: EdgeStore) -> None:
             "c", models.QueryGroupsRequest(query=[1.0, 0.0, 0.0, 0.0], group_by="g", with_lookup="other")
         )
     assert exc.value.message == "Bad request: `with_lookup` is not supported by the embedded storage"
-    with pytest.raises(Unsupported):
-        store.search_matrix_pairs("c", models.SearchMatrixRequest())
-    with pytest.raises(Unsupported):
-        store.create_snapshot("c")
 
 
 # --------------------------------------------------------------------------------------------------

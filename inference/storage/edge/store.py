@@ -9,7 +9,7 @@ directory, with no notion of collections. :class:`EdgeStore` adds what the serve
 * shards that stay open for the life of the store, because Edge allows a single opener per directory,
   with a per-collection user count so ``delete_collection`` never closes a shard under a running query;
 * an exclusive lock on the storage root, so a second process cannot open the same data;
-* translation of REST models to Edge objects (:mod:`inference.storage.edge_convert`) and of Edge errors
+* translation of REST models to Edge objects (the sibling modules of this package) and of Edge errors
   to Qdrant's status codes and messages.
 
 ``optimize()`` is exposed as an explicit maintenance call only: it holds the GIL for the whole run and
@@ -36,8 +36,7 @@ from typing import IO, Any
 import qdrant_edge as qe
 from qdrant_client.http import models
 
-from . import edge_convert as conv
-from .base import (
+from ..base import (
     DEFAULT_VECTOR_NAME,
     BadRequest,
     CollectionExists,
@@ -58,6 +57,20 @@ from .base import (
     update_result,
     validate_collection_name,
 )
+from .common import edge_enum, edge_enum_name
+from .config import collection_config_json, edge_config, edge_index_schema, index_schema_json
+from .filters import edge_filter
+from .points import (
+    edge_point,
+    edge_point_vectors,
+    edge_with_payload,
+    edge_with_vector,
+    json_id,
+    json_vector,
+    record_json,
+    scored_point_json,
+)
+from .query import DEFAULT_QUERY_LIMIT, QueryBuilder, VectorFetcher, edge_order_by, group_values
 
 REGISTRY_FILE = "registry.json"
 SHARDS_DIR = "shards"
@@ -312,7 +325,7 @@ class EdgeStore:
     def create_collection(self, name: str, config: models.CreateCollection) -> None:
         """Create a collection with its own Edge shard; :class:`CollectionExists` if the name is taken."""
         validate_collection_name(name)
-        edge_config = conv.edge_config(config)  # validates the config before anything touches disk
+        shard_config = edge_config(config)  # validates the config before anything touches disk
         with self._lock:
             self._check_open()
             if name in self._collections:
@@ -323,7 +336,7 @@ class EdgeStore:
             path = self._shards_dir / directory
             try:
                 with _edge_errors():
-                    shard = qe.EdgeShard.create(str(path), edge_config)
+                    shard = qe.EdgeShard.create(str(path), shard_config)
             except BaseException:
                 shutil.rmtree(path, ignore_errors=True)
                 raise
@@ -374,7 +387,7 @@ class EdgeStore:
             for field_name, entry in edge_schema.items():
                 if field_name not in payload_schema:
                     payload_schema[field_name] = {
-                        "data_type": conv.edge_enum_name(entry.data_type),
+                        "data_type": edge_enum_name(entry.data_type),
                         "points": entry.points,
                     }
             return {
@@ -383,7 +396,7 @@ class EdgeStore:
                 "indexed_vectors_count": info.indexed_vectors_count,
                 "points_count": info.points_count,
                 "segments_count": info.segments_count,
-                "config": conv.collection_config_json(coll.config),
+                "config": collection_config_json(coll.config),
                 "payload_schema": payload_schema,
             }
 
@@ -401,12 +414,12 @@ class EdgeStore:
         self, name: str, field_name: str, field_schema: models.PayloadFieldSchema
     ) -> JsonDict:
         """Index a payload field (kept across restarts by Edge; recorded in the registry for info)."""
-        schema = conv.edge_index_schema(field_schema)
+        schema = edge_index_schema(field_schema)
         with self._use(name) as coll:
             with _edge_errors():
                 coll.shard.update(qe.UpdateOperation.create_field_index(field_name, schema))
             with self._lock:
-                coll.payload_indexes[field_name] = conv.index_schema_json(field_schema)
+                coll.payload_indexes[field_name] = index_schema_json(field_schema)
                 self._write_registry()
             return coll.next_op()
 
@@ -443,11 +456,11 @@ class EdgeStore:
         update_mode: models.UpdateMode | None = None,
     ) -> JsonDict:
         """Insert or replace points; durable in the WAL when this returns."""
-        edge_points = [conv.edge_point(p) for p in points]
+        edge_points = [edge_point(p) for p in points]
         operation = qe.UpdateOperation.upsert_points(
             edge_points,
-            condition=conv.edge_filter(update_filter),
-            update_mode=conv.edge_enum(qe.UpdateMode, update_mode) if update_mode else None,
+            condition=edge_filter(update_filter),
+            update_mode=edge_enum(qe.UpdateMode, update_mode) if update_mode else None,
         )
         return self._update(name, operation)
 
@@ -464,32 +477,32 @@ class EdgeStore:
         with self._use(name) as coll, _edge_errors():
             records = coll.shard.retrieve(
                 point_ids,
-                conv.edge_with_payload(with_payload, True),
-                conv.edge_with_vector(with_vector),
+                edge_with_payload(with_payload, True),
+                edge_with_vector(with_vector),
             )
-        return [conv.record_json(r) for r in records]
+        return [record_json(r) for r in records]
 
     def scroll(self, name: str, req: models.ScrollRequest) -> JsonDict:
         """A page of points by id (or by a payload field with ``order_by``) and the next offset."""
         request = qe.ScrollRequest(
             offset=normalize_point_id(req.offset) if req.offset is not None else None,
             limit=DEFAULT_SCROLL_LIMIT if req.limit is None else req.limit,
-            filter=conv.edge_filter(req.filter),
-            with_payload=conv.edge_with_payload(req.with_payload, True),
-            with_vector=conv.edge_with_vector(req.with_vector),
-            order_by=conv.edge_order_by(req.order_by) if req.order_by is not None else None,
+            filter=edge_filter(req.filter),
+            with_payload=edge_with_payload(req.with_payload, True),
+            with_vector=edge_with_vector(req.with_vector),
+            order_by=edge_order_by(req.order_by) if req.order_by is not None else None,
         )
         with self._use(name) as coll, _edge_errors():
             records, next_offset = coll.shard.scroll(request)
         return {
-            "points": [conv.record_json(r) for r in records],
-            "next_page_offset": conv.json_id(next_offset) if next_offset is not None else None,
+            "points": [record_json(r) for r in records],
+            "next_page_offset": json_id(next_offset) if next_offset is not None else None,
         }
 
     def count(self, name: str, req: models.CountRequest) -> JsonDict:
         """Number of points matching the filter (exact unless ``exact`` is false)."""
         request = qe.CountRequest(
-            exact=True if req.exact is None else req.exact, filter=conv.edge_filter(req.filter)
+            exact=True if req.exact is None else req.exact, filter=edge_filter(req.filter)
         )
         with self._use(name) as coll, _edge_errors():
             return {"count": coll.shard.count(request)}
@@ -500,7 +513,7 @@ class EdgeStore:
         if ids is not None:
             operation = qe.UpdateOperation.delete_points(ids)
         else:
-            operation = qe.UpdateOperation.delete_points_by_filter(conv.edge_filter(flt))
+            operation = qe.UpdateOperation.delete_points_by_filter(edge_filter(flt))
         return self._update(name, operation)
 
     def set_payload(self, name: str, req: models.SetPayload) -> JsonDict:
@@ -509,9 +522,7 @@ class EdgeStore:
         if ids is not None:
             operation = qe.UpdateOperation.set_payload(ids, req.payload, key=req.key)
         else:
-            operation = qe.UpdateOperation.set_payload_by_filter(
-                conv.edge_filter(flt), req.payload, key=req.key
-            )
+            operation = qe.UpdateOperation.set_payload_by_filter(edge_filter(flt), req.payload, key=req.key)
         return self._update(name, operation)
 
     def overwrite_payload(self, name: str, req: models.SetPayload) -> JsonDict:
@@ -521,7 +532,7 @@ class EdgeStore:
             operation = qe.UpdateOperation.overwrite_payload(ids, req.payload, key=req.key)
         else:
             operation = qe.UpdateOperation.overwrite_payload_by_filter(
-                conv.edge_filter(flt), req.payload, key=req.key
+                edge_filter(flt), req.payload, key=req.key
             )
         return self._update(name, operation)
 
@@ -531,7 +542,7 @@ class EdgeStore:
         if ids is not None:
             operation = qe.UpdateOperation.delete_payload(ids, list(req.keys))
         else:
-            operation = qe.UpdateOperation.delete_payload_by_filter(conv.edge_filter(flt), list(req.keys))
+            operation = qe.UpdateOperation.delete_payload_by_filter(edge_filter(flt), list(req.keys))
         return self._update(name, operation)
 
     def clear_payload(self, name: str, selector: Selector) -> JsonDict:
@@ -540,7 +551,7 @@ class EdgeStore:
         if ids is not None:
             operation = qe.UpdateOperation.clear_payload(ids)
         else:
-            operation = qe.UpdateOperation.clear_payload_by_filter(conv.edge_filter(flt))
+            operation = qe.UpdateOperation.clear_payload_by_filter(edge_filter(flt))
         return self._update(name, operation)
 
     def update_vectors(
@@ -552,7 +563,7 @@ class EdgeStore:
     ) -> JsonDict:
         """Replace the given named vectors of existing points (others are kept)."""
         operation = qe.UpdateOperation.update_vectors(
-            [conv.edge_point_vectors(p) for p in points], condition=conv.edge_filter(update_filter)
+            [edge_point_vectors(p) for p in points], condition=edge_filter(update_filter)
         )
         return self._update(name, operation)
 
@@ -568,7 +579,7 @@ class EdgeStore:
         if ids is not None:
             operation = qe.UpdateOperation.delete_vectors(ids, names)
         else:
-            operation = qe.UpdateOperation.delete_vectors_by_filter(conv.edge_filter(flt), names)
+            operation = qe.UpdateOperation.delete_vectors_by_filter(edge_filter(flt), names)
         return self._update(name, operation)
 
     # ----------------------------------------------------------------------------------------
@@ -576,7 +587,7 @@ class EdgeStore:
     # ----------------------------------------------------------------------------------------
 
     @staticmethod
-    def _fetcher(coll: _Collection) -> conv.VectorFetcher:
+    def _fetcher(coll: _Collection) -> VectorFetcher:
         """Looks up the stored vectors of points a query names by id (``lookup_from`` is unsupported)."""
 
         def fetch(pairs: list[tuple[int | str, str]]) -> dict[tuple[int | str, str], Any]:
@@ -585,7 +596,7 @@ class EdgeStore:
             records = coll.shard.retrieve(ids, False, names)
             found: dict[tuple[int | str, str], Any] = {}
             for record in records:
-                pid = conv.json_id(record.id)
+                pid = json_id(record.id)
                 vector = record.vector
                 if isinstance(vector, dict):
                     for name in names:
@@ -594,7 +605,7 @@ class EdgeStore:
                 elif vector is not None:
                     # Edge returns a lone unnamed vector as a plain list.
                     found[(pid, DEFAULT_VECTOR_NAME)] = vector
-            existing = {conv.json_id(r.id) for r in records}
+            existing = {json_id(r.id) for r in records}
             for pid, name in pairs:
                 if (pid, name) not in found and pid in existing:
                     raise BadRequest(f"Wrong input: point {pid} has no vector `{name or '<unnamed>'}`")
@@ -605,16 +616,16 @@ class EdgeStore:
     def query(self, name: str, req: models.QueryRequest) -> JsonDict:
         """Universal query: nearest / recommend / discover / context / fusion / order_by / formula ..."""
         with self._use(name) as coll, _edge_errors():
-            request = conv.QueryBuilder(self._fetcher(coll)).build(req)
+            request = QueryBuilder(self._fetcher(coll)).build(req)
             points = coll.shard.query(request)
-        return {"points": [conv.scored_point_json(p) for p in points]}
+        return {"points": [scored_point_json(p) for p in points]}
 
     def query_batch(self, name: str, reqs: Sequence[models.QueryRequest]) -> list[JsonDict]:
         """Several queries planned together by Edge; one ``{"points": [...]}`` per request."""
         with self._use(name) as coll, _edge_errors():
-            requests = [conv.QueryBuilder(self._fetcher(coll)).build(r) for r in reqs]
+            requests = [QueryBuilder(self._fetcher(coll)).build(r) for r in reqs]
             results = coll.shard.query_batch(qe.QueryBatchRequest(requests)) if requests else []
-        return [{"points": [conv.scored_point_json(p) for p in points]} for points in results]
+        return [{"points": [scored_point_json(p) for p in points]} for points in results]
 
     def query_groups(self, name: str, req: models.QueryGroupsRequest) -> JsonDict:
         """Best ``limit`` groups of up to ``group_size`` hits by the payload field ``group_by``.
@@ -625,7 +636,7 @@ class EdgeStore:
         """
         if req.with_lookup is not None:
             raise Unsupported("`with_lookup`")
-        limit = conv.DEFAULT_QUERY_LIMIT if req.limit is None else req.limit
+        limit = DEFAULT_QUERY_LIMIT if req.limit is None else req.limit
         group_size = DEFAULT_GROUP_SIZE if req.group_size is None else req.group_size
         if limit <= 0 or group_size <= 0:
             return {"groups": []}
@@ -634,7 +645,7 @@ class EdgeStore:
             max(limit * group_size * GROUP_CANDIDATE_FACTOR, MIN_GROUP_CANDIDATES), MAX_GROUP_CANDIDATES
         )
         with self._use(name) as coll, _edge_errors():
-            builder = conv.QueryBuilder(self._fetcher(coll))
+            builder = QueryBuilder(self._fetcher(coll))
             while True:
                 request = builder.build(
                     req,
@@ -646,7 +657,7 @@ class EdgeStore:
                 hits = coll.shard.query(request)
                 groups: dict[int | str, list[Any]] = {}
                 for hit in hits:
-                    for value in conv.group_values(hit.payload, key):
+                    for value in group_values(hit.payload, key):
                         members = groups.get(value)
                         if members is None:
                             if len(groups) >= limit:
@@ -659,27 +670,25 @@ class EdgeStore:
                     break
                 candidates = min(candidates * GROUP_CANDIDATE_FACTOR, MAX_GROUP_CANDIDATES)
 
-            with_payload = conv.edge_with_payload(req.with_payload, False)
-            with_vector = conv.edge_with_vector(req.with_vector)
+            with_payload = edge_with_payload(req.with_payload, False)
+            with_vector = edge_with_vector(req.with_vector)
             records: dict[int | str, Any] = {}
             if with_payload is not False or with_vector is not False:
-                ids = list(dict.fromkeys(conv.json_id(h.id) for m in groups.values() for h in m))
+                ids = list(dict.fromkeys(json_id(h.id) for m in groups.values() for h in m))
                 for record in coll.shard.retrieve(ids, with_payload, with_vector):
-                    records[conv.json_id(record.id)] = record
+                    records[json_id(record.id)] = record
 
         out = []
         for value, members in groups.items():
             group_hits = []
             for hit in members:
-                point = conv.scored_point_json(hit)
+                point = scored_point_json(hit)
                 record = records.get(point["id"])
                 point["payload"] = (
                     record.payload if record is not None and with_payload is not False else None
                 )
                 point["vector"] = (
-                    conv.json_vector(record.vector)
-                    if record is not None and with_vector is not False
-                    else None
+                    json_vector(record.vector) if record is not None and with_vector is not False else None
                 )
                 group_hits.append(point)
             out.append({"id": value, "hits": group_hits})
@@ -691,25 +700,11 @@ class EdgeStore:
             req.key,
             limit=10 if req.limit is None else req.limit,
             exact=bool(req.exact),
-            filter=conv.edge_filter(req.filter),
+            filter=edge_filter(req.filter),
         )
         with self._use(name) as coll, _edge_errors():
             response = coll.shard.facet(request)
         return {"hits": [{"value": h.value, "count": h.count} for h in response.hits]}
-
-    # Not available on Qdrant Edge: answered with a clear 400 instead of a 500.
-
-    def search_matrix_pairs(self, name: str, req: models.SearchMatrixRequest) -> JsonDict:
-        """Unsupported: Edge has no distance-matrix API."""
-        raise Unsupported("the search matrix API")
-
-    def search_matrix_offsets(self, name: str, req: models.SearchMatrixRequest) -> JsonDict:
-        """Unsupported: Edge has no distance-matrix API."""
-        raise Unsupported("the search matrix API")
-
-    def create_snapshot(self, name: str) -> JsonDict:
-        """Unsupported: Edge can read snapshots but not create them."""
-        raise Unsupported("snapshot creation")
 
     # ----------------------------------------------------------------------------------------
     # Shutdown
