@@ -227,6 +227,30 @@ class VectorStore(Protocol):
         """Drop a payload index (``DELETE /collections/{name}/index/{field_name}``)."""
         ...
 
+    def update_collection(self, name: str, req: models.UpdateCollection) -> None:
+        """Apply a collection update (``PATCH /collections/{name}``)."""
+        ...
+
+    def create_vector(self, name: str, vector_name: str, config: models.VectorNameConfig) -> JsonDict:
+        """Add a named vector to a collection (``PUT /collections/{name}/vectors/{vector_name}``)."""
+        ...
+
+    def delete_vector(self, name: str, vector_name: str) -> JsonDict:
+        """Drop a named vector and its data (``DELETE /collections/{name}/vectors/{vector_name}``)."""
+        ...
+
+    def update_aliases(self, actions: Sequence[models.AliasOperations]) -> None:
+        """Create / delete / rename aliases atomically (``POST /collections/aliases``)."""
+        ...
+
+    def list_aliases(self, collection: str | None = None) -> list[JsonDict]:
+        """``[{"alias_name", "collection_name"}]`` of one collection or of all (``GET /aliases``)."""
+        ...
+
+    def cluster_info(self, name: str) -> JsonDict:
+        """``CollectionClusterInfo`` (``GET /collections/{name}/cluster``)."""
+        ...
+
     # Points -----------------------------------------------------------------------------------
 
     def upsert(

@@ -98,6 +98,10 @@ def edge_quantization(config: models.QuantizationConfig | None) -> Any:
     raise Unsupported(f"quantization `{type(config).__name__}`")
 
 
+# The hidden vector of a payload-only collection (see `edge_config`); refused as a name for a new vector.
+PAYLOAD_ONLY_VECTOR = "__payload_only__"
+
+
 def edge_config(config: models.CreateCollection) -> Any:
     """Edge's shard config for a REST ``CreateCollection``.
 
@@ -153,7 +157,9 @@ def edge_config(config: models.CreateCollection) -> Any:
         )
 
     if not vectors and not sparse:
-        raise Unsupported("a collection without any dense or sparse vector")
+        # Edge refuses a shard without vectors; a payload-only collection gets a hidden sparse vector that
+        # no point ever fills, and which the registry's config (what clients see) does not list.
+        sparse[PAYLOAD_ONLY_VECTOR] = qe.EdgeSparseVectorParams()
 
     optimizers = None
     if config.optimizers_config is not None:
@@ -214,7 +220,11 @@ def collection_config_json(config: models.CreateCollection) -> JsonDict:
         "optimizer_config": optimizers,
         "wal_config": wal,
         "quantization_config": _dump(config.quantization_config) if config.quantization_config else None,
-        "strict_mode_config": {"enabled": False},
+        "strict_mode_config": (
+            config.strict_mode_config.model_dump(mode="json", exclude_none=True)
+            if config.strict_mode_config is not None
+            else {"enabled": False}
+        ),
     }
     if config.metadata:
         result["metadata"] = config.metadata

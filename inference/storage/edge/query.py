@@ -27,7 +27,9 @@ DEFAULT_QUERY_LIMIT = 10  # Qdrant's `CollectionQueryRequest::DEFAULT_LIMIT`, al
 DEFAULT_RRF_K = 2  # Qdrant's default `k` for `{"fusion": "rrf"}`; Edge needs it explicitly
 DEFAULT_MMR_DIVERSITY = 0.5  # Qdrant's default `mmr.diversity`
 # Resolves (point id, vector name) pairs to stored vectors, for queries that name points by id.
-VectorFetcher: TypeAlias = Callable[[list[tuple[int | str, str]]], dict[tuple[int | str, str], EdgeVector]]
+# A stored vector named by (collection to look it up in, None = the queried one; point id; vector name).
+VectorKey: TypeAlias = tuple[str | None, int | str, str]
+VectorFetcher: TypeAlias = Callable[[list[VectorKey]], dict[VectorKey, EdgeVector]]
 
 
 def edge_order_by(order_by: str | models.OrderBy) -> Any:
@@ -187,31 +189,41 @@ class QueryBuilder:
 
     def __init__(self, fetch: VectorFetcher) -> None:
         self._fetch = fetch
-        self._vectors: dict[tuple[int | str, str], EdgeVector] = {}
+        self._vectors: dict[VectorKey, EdgeVector] = {}
+        # Where ids of the level being converted are looked up: `lookup_from` (collection, vector).
+        self._source: tuple[str | None, str | None] = (None, None)
 
     # Reference resolution -------------------------------------------------------------------
 
-    def _collect(self, level: Any, out: list[tuple[int | str, str]]) -> None:
-        if getattr(level, "lookup_from", None) is not None:
-            raise Unsupported("`lookup_from`")
+    @staticmethod
+    def _source_of(level: Any) -> tuple[str | None, str | None]:
+        lookup = getattr(level, "lookup_from", None)
+        return (lookup.collection, lookup.vector) if lookup is not None else (None, None)
+
+    def _key(self, value: VectorInput, using: str) -> VectorKey:
+        collection, vector = self._source
+        return (collection, normalize_point_id(value), vector if vector is not None else using)
+
+    def _collect(self, level: Any, out: list[VectorKey]) -> None:
+        self._source = self._source_of(level)
         using = level.using or DEFAULT_VECTOR_NAME
         for value in _inputs_of(level.query):
             if _is_point_id(value):
-                out.append((normalize_point_id(value), using))
+                out.append(self._key(value, using))
         for prefetch in as_list(level.prefetch):
             self._collect(prefetch, out)
 
     def _resolve_all(self, req: Any) -> None:
-        wanted: list[tuple[int | str, str]] = []
+        wanted: list[VectorKey] = []
         self._collect(req, wanted)
         if wanted:
             self._vectors = self._fetch(list(dict.fromkeys(wanted)))
 
     def _vector(self, value: VectorInput, using: str, where: str) -> EdgeVector:
         if _is_point_id(value):
-            key = (normalize_point_id(value), using)
+            key = self._key(value, using)
             if key not in self._vectors:
-                raise PointNotFound(key[0])
+                raise PointNotFound(key[1])
             return self._vectors[key]
         return edge_vector(value, where)
 
@@ -220,7 +232,12 @@ class QueryBuilder:
     def _scoring(self, query: Any, using: str | None, limit: int) -> tuple[EdgeScoring, list[int | str]]:
         """Edge's scoring query and the ids it references (to be excluded from the results)."""
         name = using or DEFAULT_VECTOR_NAME
-        referenced = [normalize_point_id(v) for v in _inputs_of(query) if _is_point_id(v)]
+        # Points named by id are left out of the results, unless they were looked up elsewhere.
+        referenced = (
+            [normalize_point_id(v) for v in _inputs_of(query) if _is_point_id(v)]
+            if self._source[0] is None
+            else []
+        )
         if query is None:
             return None, []
         if is_inference_object(query):
@@ -302,6 +319,7 @@ class QueryBuilder:
 
     def _prefetch(self, prefetch: models.Prefetch) -> Any:
         limit = DEFAULT_QUERY_LIMIT if prefetch.limit is None else prefetch.limit
+        self._source = self._source_of(prefetch)
         scoring, referenced = self._scoring(prefetch.query, prefetch.using, limit)
         return qe.Prefetch(
             limit=limit,
@@ -329,6 +347,7 @@ class QueryBuilder:
             limit = DEFAULT_QUERY_LIMIT if req.limit is None else req.limit
         if offset is None:
             offset = getattr(req, "offset", None) or 0
+        self._source = self._source_of(req)
         scoring, referenced = self._scoring(req.query, req.using, limit + offset)
         return qe.QueryRequest(
             limit=limit,
@@ -360,7 +379,13 @@ def average_vector(positives: Sequence[EdgeVector], negatives: Sequence[EdgeVect
     if any(isinstance(v, qe.SparseVector) for v in everything):
         raise BadRequest("Wrong input: Can't average dense and sparse vectors together")
     if any(v and isinstance(v[0], list) for v in everything):
-        raise BadRequest("Wrong input: MultiDenseVector is not supported")
+        if not all(v and isinstance(v[0], list) for v in everything):
+            raise BadRequest("Wrong input: Can't average multi-vectors and regular vectors together")
+        # Qdrant (and qdrant-client's local mode) recommend on multi-vectors with one multi-vector made
+        # of every row of the positives and every row of the negatives, negated.
+        return [list(row) for v in positives for row in v] + [
+            [-x for x in row] for v in negatives for row in v
+        ]
     try:
         pos_avg = np.mean(np.asarray(positives, dtype=np.float64), axis=0)
         if not negatives:
