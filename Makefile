@@ -40,13 +40,13 @@ browser:
 		|| echo "make browser: could not install chromium; the browser tests will be skipped"; \
 	else echo "make browser: no apt-get; the browser tests will be skipped"; fi
 
-# The official JavaScript gRPC client for tests/grpc/test_js_client.py, pinned by tests/js/package-lock.json.
+# The official JavaScript clients (gRPC, REST) for the JS tests, pinned by tests/js/package-lock.json.
 # Reinstalled only when the lock file changes; a machine without node or npm only loses that test.
 js: tests/js/node_modules/.installed
 tests/js/node_modules/.installed: tests/js/package-lock.json
 	@if command -v npm >/dev/null; then \
 		npm install --prefix tests/js --no-audit --no-fund --loglevel error && touch $@; \
-	else echo "make js: npm is not installed; the JavaScript gRPC client test will be skipped"; fi
+	else echo "make js: npm is not installed; the JavaScript client tests will be skipped"; fi
 
 # Web server and Celery worker on the embedded defaults (SQLite, SQLite-backed broker, Qdrant Edge).
 # One web process with threads: Qdrant Edge allows one opener per shard directory. The same process serves

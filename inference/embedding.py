@@ -18,7 +18,7 @@ from inference.providers import ProviderConfig
 
 if TYPE_CHECKING:
     from inference.engine.engine import Engine
-    from inference.engine.images import FetchPolicy
+    from inference.engine.fetch import FetchPolicy
 
 _engine: Engine | None = None
 _lock = threading.Lock()
@@ -47,7 +47,7 @@ def provider_config() -> ProviderConfig:
     """
 
     def fetch_image(url: str) -> bytes:
-        from inference.engine.images import fetch_url
+        from inference.engine.fetch import fetch_url
 
         return fetch_url(url, _fetch_policy())
 
@@ -67,7 +67,7 @@ def provider_config() -> ProviderConfig:
 
 
 def _fetch_policy() -> FetchPolicy:
-    from inference.engine.images import FetchPolicy
+    from inference.engine.fetch import FetchPolicy
 
     options: dict[str, Any] = {
         "allow_hosts": frozenset(settings.IMAGE_FETCH_ALLOW_HOSTS),

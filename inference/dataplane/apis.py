@@ -7,12 +7,11 @@ as `{"status": {"error": msg}, "time": t}` with Qdrant's status codes.
 
 from __future__ import annotations
 
-import importlib.metadata
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from rest_framework.request import Request
@@ -20,13 +19,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inference import gateway, idempotency, providers
-from inference.dataplane import services
+from inference.dataplane import catchall, services
 from inference.dataplane.wire import QdrantJSONParser, QdrantJSONRenderer
-from inference.errors import FormatError
+from inference.errors import BadRequest, FormatError, NotFound, Unsupported
 from inference.hooks import ClusterInfo
 from inference.http import qdrant_error
 
-QDRANT_VERSION = importlib.metadata.version("qdrant-client")  # a server version the client accepts
+# The Qdrant version the root reports. The routes follow Qdrant 1.20's OpenAPI; 1.19 is the version every
+# official client from 1.18 to 1.20 accepts (qdrant-client and js-client-rest both warn when the minor
+# versions differ by more than one), so neither the Python client 1.20 nor the JS client 1.18/1.19 warns.
+QDRANT_VERSION = "1.19.0"
 
 
 def _api_key_of(request: HttpRequest) -> str:
@@ -78,9 +80,10 @@ class DataPlaneApi(APIView):
     permission_classes = []
     parser_classes = [QdrantJSONParser]
     renderer_classes = [QdrantJSONRenderer]
+    content_negotiation_class = catchall.JsonOnlyNegotiation  # JSON whatever `Accept` says
     schema = DataPlaneSchema()
     # HTTP methods that change data need a read-write key; everything else accepts read-only keys.
-    write_methods: ClassVar[frozenset[str]] = frozenset({"PUT", "DELETE"})
+    write_methods: ClassVar[frozenset[str]] = frozenset({"PUT", "PATCH", "DELETE"})
     write_posts: ClassVar[bool] = False  # POST is a write for this view (e.g. points/delete)
 
     cluster: ClusterInfo
@@ -107,6 +110,7 @@ class DataPlaneApi(APIView):
             return {}
         if not isinstance(data, dict):
             raise FormatError("expected a JSON object")
+        catchall.check_depth(data)
         return data
 
     def answer(self, call: Callable[..., services.Result], **kwargs: Any) -> Response:
@@ -164,6 +168,10 @@ class CollectionApi(DataPlaneApi):
     def put(self, request: Request, cluster_id: str, collection: str) -> Response:
         """Create a collection."""
         return self.answer(services.collection_create, collection=collection, body=self.body())
+
+    def patch(self, request: Request, cluster_id: str, collection: str) -> Response:
+        """Update a collection's parameters."""
+        return self.answer(services.collection_update, collection=collection, body=self.body())
 
     def delete(self, request: Request, cluster_id: str, collection: str) -> Response:
         """Delete a collection."""
@@ -259,3 +267,209 @@ FacetApi = _post_view(services.points_facet, write=False, doc="Facet counts of a
 QueryApi = _post_view(services.points_query, write=False, doc="Universal query (inference objects allowed).")
 QueryBatchApi = _post_view(services.points_query_batch, write=False, doc="Several queries at once.")
 QueryGroupsApi = _post_view(services.points_query_groups, write=False, doc="Query grouped by a field.")
+
+# --- legacy search / recommend / discover (rewritten as universal queries by the services) ---------------
+
+SearchApi = _post_view(services.points_search, write=False, doc="Legacy nearest-neighbour search.")
+SearchBatchApi = _post_view(services.points_search_batch, write=False, doc="Several legacy searches.")
+SearchGroupsApi = _post_view(
+    services.points_search_groups, write=False, doc="Legacy search grouped by a field."
+)
+RecommendApi = _post_view(services.points_recommend, write=False, doc="Legacy recommendation by examples.")
+RecommendBatchApi = _post_view(services.points_recommend_batch, write=False, doc="Several recommendations.")
+RecommendGroupsApi = _post_view(
+    services.points_recommend_groups, write=False, doc="Legacy recommendation grouped by a field."
+)
+DiscoverApi = _post_view(services.points_discover, write=False, doc="Legacy discovery / context search.")
+DiscoverBatchApi = _post_view(services.points_discover_batch, write=False, doc="Several discovery searches.")
+MatrixPairsApi = _post_view(services.search_matrix_pairs, write=False, doc="Distance matrix as pairs.")
+MatrixOffsetsApi = _post_view(services.search_matrix_offsets, write=False, doc="Distance matrix as offsets.")
+
+
+class VectorNameApi(DataPlaneApi):
+    """`PUT|DELETE /collections/{name}/vectors/{vector_name}`: add or drop a named vector."""
+
+    def put(self, request: Request, cluster_id: str, collection: str, vector_name: str) -> Response:
+        """Add a named vector."""
+        body = self.body()
+        return self.answer(services.vector_create, collection=collection, vector_name=vector_name, body=body)
+
+    def delete(self, request: Request, cluster_id: str, collection: str, vector_name: str) -> Response:
+        """Drop a named vector and its data."""
+        return self.answer(services.vector_delete, collection=collection, vector_name=vector_name)
+
+
+class AliasesUpdateApi(DataPlaneApi):
+    """`POST /collections/aliases`: create / delete / rename aliases atomically."""
+
+    write_posts = True
+
+    def post(self, request: Request, cluster_id: str) -> Response:
+        """Apply alias actions."""
+        return self.answer(services.aliases_update, body=self.body())
+
+
+class AliasesApi(DataPlaneApi):
+    """`GET /aliases`: every alias of the cluster."""
+
+    def get(self, request: Request, cluster_id: str) -> Response:
+        """List aliases."""
+        return self.answer(services.aliases_list)
+
+
+class CollectionAliasesApi(DataPlaneApi):
+    """`GET /collections/{name}/aliases`."""
+
+    def get(self, request: Request, cluster_id: str, collection: str) -> Response:
+        """Aliases of one collection."""
+        return self.answer(services.aliases_list, collection=collection)
+
+
+DISTRIBUTED_DISABLED = "Distributed mode disabled."
+
+
+class ClusterApi(DataPlaneApi):
+    """`GET /cluster`: a single-node Qdrant reports distributed mode as disabled."""
+
+    def get(self, request: Request, cluster_id: str) -> Response:
+        """Cluster status."""
+        return Response({"result": {"status": "disabled"}, "status": "ok", "time": self._elapsed()})
+
+
+class CollectionClusterApi(DataPlaneApi):
+    """`GET|POST /collections/{name}/cluster`: one local shard; no shard moves on a single node."""
+
+    write_posts = True
+
+    def get(self, request: Request, cluster_id: str, collection: str) -> Response:
+        """Shard distribution of the collection."""
+        return self.answer(services.collection_cluster, collection=collection)
+
+    def post(self, request: Request, cluster_id: str, collection: str) -> Response:
+        """Shard operations need a distributed deployment."""
+        raise BadRequest(DISTRIBUTED_DISABLED)
+
+
+class ShardsApi(DataPlaneApi):
+    """`GET|PUT /collections/{name}/shards`: no shard keys (collections use automatic sharding)."""
+
+    def get(self, request: Request, cluster_id: str, collection: str) -> Response:
+        """Shard keys of the collection (none)."""
+        return self.answer(services.collection_shard_keys, collection=collection)
+
+    def put(self, request: Request, cluster_id: str, collection: str) -> Response:
+        """Creating shard keys needs custom sharding, which the embedded storage does not have."""
+        raise BadRequest(_SHARD_KEYS_UNSUPPORTED)
+
+
+_SHARD_KEYS_UNSUPPORTED = (
+    "Bad request: shard keys need custom sharding mode, which this data plane does not support"
+)
+
+
+class ShardsDeleteApi(DataPlaneApi):
+    """`POST /collections/{name}/shards/delete`."""
+
+    write_posts = True
+
+    def post(self, request: Request, cluster_id: str, collection: str) -> Response:
+        """No shard keys to delete."""
+        raise BadRequest(_SHARD_KEYS_UNSUPPORTED)
+
+
+class HealthApi(DataPlaneApi):
+    """`GET /healthz|livez|readyz`: plain text, without a key, as Qdrant answers."""
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """No key needed; the cluster must exist."""
+        self._started = time.perf_counter()
+        gateway.cluster_get(kwargs["cluster_id"])  # NotFound for an unknown cluster
+
+    def get(self, request: Request, cluster_id: str) -> HttpResponse:
+        """Health check text."""
+        return HttpResponse("healthz check passed", content_type="text/plain")
+
+
+class IssuesApi(DataPlaneApi):
+    """`GET|DELETE /issues`: no performance issues are collected, so the report is empty."""
+
+    def get(self, request: Request, cluster_id: str) -> Response:
+        """Empty issue report."""
+        return Response({"result": {"issues": []}, "status": "ok", "time": self._elapsed()})
+
+    def delete(self, request: Request, cluster_id: str) -> Response:
+        """Nothing to clear."""
+        return Response({"result": True, "status": "ok", "time": self._elapsed()})
+
+
+class SnapshotListApi(DataPlaneApi):
+    """`GET|POST` on a snapshot list: none exist, and the embedded storage cannot create them."""
+
+    write_posts = True
+
+    def get(self, request: Request, cluster_id: str, **kwargs: str) -> Response:
+        """No snapshots."""
+        return self.answer(services.snapshots_list, collection=kwargs.get("collection"))
+
+    def post(self, request: Request, cluster_id: str, **kwargs: str) -> Response:
+        """Snapshot creation is not available."""
+        raise _snapshots_unsupported()
+
+
+class SnapshotApi(DataPlaneApi):
+    """`GET|DELETE` one snapshot: there are none."""
+
+    def get(self, request: Request, cluster_id: str, snapshot_name: str, **kwargs: str) -> Response:
+        """Not found."""
+        raise NotFound(f"Snapshot {snapshot_name} not found")
+
+    def delete(self, request: Request, cluster_id: str, snapshot_name: str, **kwargs: str) -> Response:
+        """Not found."""
+        raise NotFound(f"Snapshot {snapshot_name} not found")
+
+
+class SnapshotUploadApi(DataPlaneApi):
+    """`POST .../snapshots/upload`: not available."""
+
+    write_posts = True
+
+    def post(self, request: Request, cluster_id: str, **kwargs: str) -> Response:
+        """Not available."""
+        raise _snapshots_unsupported()
+
+
+class SnapshotRecoverApi(DataPlaneApi):
+    """`PUT .../snapshots/recover`: not available."""
+
+    def put(self, request: Request, cluster_id: str, **kwargs: str) -> Response:
+        """Not available."""
+        raise _snapshots_unsupported()
+
+
+def _snapshots_unsupported() -> Unsupported:
+    return Unsupported(
+        "snapshots (create, upload, recover) are not supported by this data plane's embedded storage"
+    )
+
+
+def unsupported_view(feature: str, methods: tuple[str, ...], *, status: int = 501) -> type[DataPlaneApi]:
+    """A view answering `methods` with a clear error saying `feature` is not available here."""
+
+    def refuse(self: DataPlaneApi, request: Request, *args: Any, **kwargs: Any) -> Response:
+        error = Unsupported if status == 501 else BadRequest
+        raise error(f"{feature} is not supported by this data plane")
+
+    handlers: dict[str, Any] = {m.lower(): refuse for m in methods}
+    name = "".join(w.title() for w in feature.split() if w.isalpha()) + "UnsupportedApi"
+    return type(
+        name, (DataPlaneApi,), {"__doc__": f"{feature}: not supported.", "write_posts": True, **handlers}
+    )
+
+
+class UnknownPathApi(DataPlaneApi):
+    """The last data-plane route: any path Qdrant's API does not have is a JSON 404, whatever the method."""
+
+    def _refuse(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Response:
+        raise catchall.unknown_path(str(request.method), kwargs.get("rest", ""))
+
+    get = post = put = patch = delete = head = options = _refuse

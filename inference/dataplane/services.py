@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import TypeAdapter
 from qdrant_client.http import models
 
+from inference.dataplane import legacy
 from inference.gateway import Context
 from inference.storage import BadRequest, PointNotFound, VectorStore
 from inference.storage.base import normalize_point_id, normalize_point_ids
@@ -55,6 +57,53 @@ def collection_delete(ctx: Context, *, collection: str) -> Result:
     return _store(ctx).delete_collection(collection), {}
 
 
+def collection_update(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
+    """Update a collection's parameters (`PATCH /collections/{name}`)."""
+    _store(ctx).update_collection(collection, models.UpdateCollection.model_validate(body))
+    return True, {}
+
+
+def vector_create(ctx: Context, *, collection: str, vector_name: str, body: dict[str, Any]) -> Result:
+    """Add a named vector (`PUT /collections/{name}/vectors/{vector_name}`)."""
+    config = TypeAdapter(models.VectorNameConfig).validate_python(body)
+    return _store(ctx).create_vector(collection, vector_name, config), {}
+
+
+def vector_delete(ctx: Context, *, collection: str, vector_name: str) -> Result:
+    """Drop a named vector and its data (`DELETE /collections/{name}/vectors/{vector_name}`)."""
+    return _store(ctx).delete_vector(collection, vector_name), {}
+
+
+def aliases_update(ctx: Context, *, body: dict[str, Any]) -> Result:
+    """Create / delete / rename aliases atomically (`POST /collections/aliases`)."""
+    actions = models.ChangeAliasesOperation.model_validate(body).actions
+    _store(ctx).update_aliases(actions)
+    return True, {}
+
+
+def aliases_list(ctx: Context, *, collection: str | None = None) -> Result:
+    """Aliases of the cluster (`GET /aliases`) or of one collection (`GET /collections/{name}/aliases`)."""
+    return {"aliases": _store(ctx).list_aliases(collection)}, {}
+
+
+def collection_cluster(ctx: Context, *, collection: str) -> Result:
+    """How the collection is distributed: one local shard, as a single-node Qdrant reports."""
+    return _store(ctx).cluster_info(collection), {}
+
+
+def snapshots_list(ctx: Context, *, collection: str | None = None) -> Result:
+    """Snapshots of a collection (or of the whole storage): none, as the embedded storage makes none."""
+    if collection is not None:
+        _store(ctx).vector_config(collection)  # 404 for a missing collection
+    return [], {}
+
+
+def collection_shard_keys(ctx: Context, *, collection: str) -> Result:
+    """Shard keys of the collection: none, as for every collection not in custom sharding mode."""
+    _store(ctx).vector_config(collection)  # 404 for a missing collection
+    return {"shard_keys": None}, {}
+
+
 def payload_index_create(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
     """Create a payload index."""
     req = models.CreateFieldIndex.model_validate(body)
@@ -71,11 +120,19 @@ def payload_index_delete(ctx: Context, *, collection: str, field_name: str) -> R
 
 
 def points_upsert(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
-    """Upsert points (list or batch form); inference objects are embedded as documents."""
+    """Upsert points (list or batch form); inference objects are embedded as documents.
+
+    `update_filter` (only points matching it are replaced) and `update_mode` (`insert_only` /
+    `update_only`) are honoured as Qdrant does.
+    """
     store = _store(ctx)
     resolved = ctx.resolver().upsert(body, store.vector_config(collection))
     points = _points_of(resolved.body)
-    return store.upsert(collection, points), resolved.usage
+    options = {k: v for k, v in resolved.body.items() if k in ("update_filter", "update_mode")}
+    insert = models.PointsList.model_validate({**options, "points": []})  # the write options, validated
+    return store.upsert(
+        collection, points, update_filter=insert.update_filter, update_mode=insert.update_mode
+    ), resolved.usage
 
 
 def points_update_vectors(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
@@ -83,7 +140,7 @@ def points_update_vectors(ctx: Context, *, collection: str, body: dict[str, Any]
     store = _store(ctx)
     resolved = ctx.resolver().update_vectors(body, store.vector_config(collection))
     req = models.UpdateVectors.model_validate(resolved.body)
-    return store.update_vectors(collection, req.points), resolved.usage
+    return store.update_vectors(collection, req.points, update_filter=req.update_filter), resolved.usage
 
 
 def points_batch(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
@@ -100,7 +157,13 @@ def points_batch(ctx: Context, *, collection: str, body: dict[str, Any]) -> Resu
 
 def _run_operation(store: VectorStore, collection: str, op: models.UpdateOperation) -> Any:
     if isinstance(op, models.UpsertOperation):
-        return store.upsert(collection, _points_of(op.upsert.model_dump(exclude_unset=True)))
+        insert = op.upsert
+        return store.upsert(
+            collection,
+            _points_of(insert.model_dump(exclude_unset=True)),
+            update_filter=insert.update_filter,
+            update_mode=insert.update_mode,
+        )
     if isinstance(op, models.DeleteOperation):
         return store.delete_points(collection, _selector(op.delete.model_dump(exclude_unset=True)))
     if isinstance(op, models.SetPayloadOperation):
@@ -112,7 +175,8 @@ def _run_operation(store: VectorStore, collection: str, op: models.UpdateOperati
     if isinstance(op, models.ClearPayloadOperation):
         return store.clear_payload(collection, _selector(op.clear_payload.model_dump(exclude_unset=True)))
     if isinstance(op, models.UpdateVectorsOperation):
-        return store.update_vectors(collection, op.update_vectors.points)
+        vectors = op.update_vectors
+        return store.update_vectors(collection, vectors.points, update_filter=vectors.update_filter)
     if isinstance(op, models.DeleteVectorsOperation):
         return store.delete_vectors(collection, op.delete_vectors)
     raise TypeError(f"unhandled operation {type(op).__name__}")
@@ -227,6 +291,156 @@ def points_query_groups(ctx: Context, *, collection: str, body: dict[str, Any]) 
     resolved = ctx.resolver().query(body, store.vector_config(collection))
     req = models.QueryGroupsRequest.model_validate(resolved.body)
     return store.query_groups(collection, req), resolved.usage
+
+
+# --- legacy search / recommend / discover: rewritten as universal queries ---------------------------------
+
+
+def points_search(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
+    """`POST /points/search`: nearest neighbours as a list of scored points."""
+    result, usage = points_query(ctx, collection=collection, body=legacy.search(body))
+    return result["points"], usage
+
+
+def points_search_batch(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
+    """`POST /points/search/batch`."""
+    return _legacy_batch(ctx, collection, legacy.batch(body, legacy.search))
+
+
+def points_search_groups(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
+    """`POST /points/search/groups`."""
+    return points_query_groups(ctx, collection=collection, body=legacy.search_groups(body))
+
+
+def points_recommend(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
+    """`POST /points/recommend`: by example ids or vectors, as a list of scored points."""
+    result, usage = points_query(ctx, collection=collection, body=legacy.recommend(body))
+    return result["points"], usage
+
+
+def points_recommend_batch(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
+    """`POST /points/recommend/batch`."""
+    return _legacy_batch(ctx, collection, legacy.batch(body, legacy.recommend))
+
+
+def points_recommend_groups(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
+    """`POST /points/recommend/groups`."""
+    return points_query_groups(ctx, collection=collection, body=legacy.recommend_groups(body))
+
+
+def points_discover(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
+    """`POST /points/discover`: discovery (with a target) or context search, as a list of scored points."""
+    result, usage = points_query(ctx, collection=collection, body=legacy.discover(body))
+    return result["points"], usage
+
+
+def points_discover_batch(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
+    """`POST /points/discover/batch`."""
+    return _legacy_batch(ctx, collection, legacy.batch(body, legacy.discover))
+
+
+def _legacy_batch(ctx: Context, collection: str, searches: list[dict[str, Any]]) -> Result:
+    result, usage = points_query_batch(ctx, collection=collection, body={"searches": searches})
+    return [r["points"] for r in result], usage
+
+
+# --- distance matrix -------------------------------------------------------------------------------------
+
+
+def search_matrix_pairs(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
+    """`POST /points/search/matrix/pairs`: `{"pairs": [{"a", "b", "score"}]}` over a random sample."""
+    ids, rows = _distance_matrix(_store(ctx), collection, models.SearchMatrixRequest.model_validate(body))
+    pairs = [
+        {"a": a, "b": hit["id"], "score": hit["score"]}
+        for a, hits in zip(ids, rows, strict=True)
+        for hit in hits
+    ]
+    return {"pairs": pairs}, {}
+
+
+def search_matrix_offsets(ctx: Context, *, collection: str, body: dict[str, Any]) -> Result:
+    """`POST /points/search/matrix/offsets`: the same matrix as row / column offsets into `ids`."""
+    ids, rows = _distance_matrix(_store(ctx), collection, models.SearchMatrixRequest.model_validate(body))
+    position = {point_id: i for i, point_id in enumerate(ids)}
+    result: dict[str, list[Any]] = {"offsets_row": [], "offsets_col": [], "scores": [], "ids": ids}
+    for row, hits in enumerate(rows):
+        for hit in hits:
+            result["offsets_row"].append(row)
+            result["offsets_col"].append(position[hit["id"]])
+            result["scores"].append(hit["score"])
+    return result, {}
+
+
+def _distance_matrix(
+    store: VectorStore, collection: str, req: models.SearchMatrixRequest
+) -> tuple[list[Any], list[list[dict[str, Any]]]]:
+    """Qdrant's distance matrix: `sample` random points with the vector, each one's `limit` nearest ones.
+
+    Built from universal queries (a random sample, then one nearest query per sampled point restricted to
+    the others), so both backends answer it through the same code. Ids are sorted (integers first), as
+    Qdrant orders them; fewer than two sampled points give an empty matrix.
+    """
+    sample = 10 if req.sample is None else req.sample
+    limit = 3 if req.limit is None else req.limit
+    if sample < 0 or limit < 0:
+        from inference.storage import BadRequest
+
+        raise BadRequest(
+            "Validation error in JSON body: [sample / limit: must be a non-negative integer]", 422
+        )
+    name = req.using or ""
+    has_vector = models.HasVectorCondition(has_vector=name)
+    must = [*(_as_list(req.filter.must) if req.filter else []), has_vector]
+    sample_filter = (req.filter or models.Filter()).model_copy(update={"must": must})
+    sampled = store.query(
+        collection,
+        models.QueryRequest(
+            query=models.SampleQuery(sample=models.Sample.RANDOM),
+            filter=sample_filter,
+            limit=sample,
+            with_vector=[name] if name else True,
+            with_payload=False,
+        ),
+    )["points"]
+    if len(sampled) < 2:
+        return [], []
+    sampled.sort(
+        key=lambda p: (isinstance(p["id"], str), p["id"] if isinstance(p["id"], str) else int(p["id"]))
+    )
+    ids = [p["id"] for p in sampled]
+    rows = []
+    for point in sampled:
+        vector = point["vector"]
+        if isinstance(vector, dict) and name in vector:
+            vector = vector[name]
+        others = [i for i in ids if i != point["id"]]
+        flt = (req.filter or models.Filter()).model_copy(
+            update={
+                "must": [
+                    *(_as_list(req.filter.must) if req.filter else []),
+                    models.HasIdCondition(has_id=others),
+                ]
+            }
+        )
+        hits = store.query(
+            collection,
+            models.QueryRequest.model_validate(
+                {
+                    "query": vector,
+                    "using": req.using,
+                    "filter": flt.model_dump(exclude_none=True),
+                    "limit": limit,
+                }
+            ),
+        )["points"]
+        rows.append([{"id": h["id"], "score": h["score"]} for h in hits])
+    return ids, rows
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
 
 
 # --- helpers ---------------------------------------------------------------------------------------------

@@ -57,10 +57,6 @@ class StorageError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status_code={self.status_code}, message={self.message!r})"
 
-    def to_body(self) -> JsonDict:
-        """The ``status`` part of Qdrant's error body; the API layer adds ``time``."""
-        return {"status": {"error": self.message}}
-
 
 class CollectionNotFound(StorageError):
     """The collection does not exist: 404 "Not found: Collection `NAME` doesn't exist!"."""
@@ -150,11 +146,6 @@ class VectorConfig:
     dense: dict[str, DenseVectorSpec] = field(default_factory=dict)
     sparse: dict[str, SparseVectorSpec] = field(default_factory=dict)
 
-    @property
-    def has_unnamed(self) -> bool:
-        """Whether points may carry a plain (unnamed) vector."""
-        return DEFAULT_VECTOR_NAME in self.dense
-
     @classmethod
     def from_params(
         cls,
@@ -234,6 +225,30 @@ class VectorStore(Protocol):
 
     def delete_payload_index(self, name: str, field_name: str) -> JsonDict:
         """Drop a payload index (``DELETE /collections/{name}/index/{field_name}``)."""
+        ...
+
+    def update_collection(self, name: str, req: models.UpdateCollection) -> None:
+        """Apply a collection update (``PATCH /collections/{name}``)."""
+        ...
+
+    def create_vector(self, name: str, vector_name: str, config: models.VectorNameConfig) -> JsonDict:
+        """Add a named vector to a collection (``PUT /collections/{name}/vectors/{vector_name}``)."""
+        ...
+
+    def delete_vector(self, name: str, vector_name: str) -> JsonDict:
+        """Drop a named vector and its data (``DELETE /collections/{name}/vectors/{vector_name}``)."""
+        ...
+
+    def update_aliases(self, actions: Sequence[models.AliasOperations]) -> None:
+        """Create / delete / rename aliases atomically (``POST /collections/aliases``)."""
+        ...
+
+    def list_aliases(self, collection: str | None = None) -> list[JsonDict]:
+        """``[{"alias_name", "collection_name"}]`` of one collection or of all (``GET /aliases``)."""
+        ...
+
+    def cluster_info(self, name: str) -> JsonDict:
+        """``CollectionClusterInfo`` (``GET /collections/{name}/cluster``)."""
         ...
 
     # Points -----------------------------------------------------------------------------------

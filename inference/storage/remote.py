@@ -196,6 +196,53 @@ class RemoteStore:
                 ).result
             )
 
+    def update_collection(self, name: str, req: models.UpdateCollection) -> None:
+        """``PATCH /collections/{name}``."""
+        validate_collection_name(name)
+        with self._errors():
+            self._api.collections_api.update_collection(collection_name=name, update_collection=req)
+
+    def create_vector(self, name: str, vector_name: str, config: models.VectorNameConfig) -> JsonDict:
+        """``PUT /collections/{name}/vectors/{vector_name}?wait=true``."""
+        with self._errors():
+            return _json(
+                self._api.collections_api.create_vector_name(
+                    collection_name=name, vector_name=vector_name, wait=True, vector_name_config=config
+                ).result
+            )
+
+    def delete_vector(self, name: str, vector_name: str) -> JsonDict:
+        """``DELETE /collections/{name}/vectors/{vector_name}?wait=true``."""
+        with self._errors():
+            return _json(
+                self._api.collections_api.delete_vector_name(
+                    collection_name=name, vector_name=vector_name, wait=True
+                ).result
+            )
+
+    def update_aliases(self, actions: Sequence[models.AliasOperations]) -> None:
+        """``POST /collections/aliases``."""
+        with self._errors():
+            self._api.aliases_api.update_aliases(
+                change_aliases_operation=models.ChangeAliasesOperation(actions=list(actions))
+            )
+
+    def list_aliases(self, collection: str | None = None) -> list[JsonDict]:
+        """``GET /aliases`` or ``GET /collections/{name}/aliases``."""
+        with self._errors():
+            if collection is None:
+                result = self._api.aliases_api.get_collections_aliases().result
+            else:
+                validate_collection_name(collection)
+                result = self._api.aliases_api.get_collection_aliases(collection_name=collection).result
+        return [_json(a) for a in result.aliases] if result else []
+
+    def cluster_info(self, name: str) -> JsonDict:
+        """``GET /collections/{name}/cluster``."""
+        validate_collection_name(name)
+        with self._errors():
+            return _json(self._api.distributed_api.collection_cluster_info(collection_name=name).result)
+
     # Points -----------------------------------------------------------------------------------
 
     def upsert(

@@ -5,9 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from importlib import import_module
 from typing import Any
 
 import pytest
+from django.apps import apps as django_apps
 from django.contrib.auth.models import User
 from django.db import connection
 
@@ -80,3 +82,18 @@ def response_usage(body: dict[str, Any]) -> dict[str, int]:
     """model -> tokens from a data-plane response (empty when it reports none)."""
     models = body.get("usage", {}).get("inference", {}).get("models", {})
     return {name: int(value["tokens"]) for name, value in models.items()}
+
+
+@pytest.fixture(autouse=True)
+def list_prices(request: pytest.FixtureRequest) -> None:
+    """The list prices migrate seeds, present for every database test here.
+
+    A transactional test elsewhere flushes the tables, and pytest-xdist may run it first on this worker;
+    the migration's own (idempotent) seeding function puts the rows back.
+    """
+    if request.node.get_closest_marker("django_db") or {"db", "transactional_db"} & set(request.fixturenames):
+        request.getfixturevalue("_django_db_helper")  # database access as the test asked for it, first
+        _seed_list_prices(django_apps, None)
+
+
+_seed_list_prices = import_module("billing.migrations.0002_seed_list_prices").seed

@@ -27,7 +27,8 @@ import pytest
 from PIL import Image
 
 from inference.engine.clip import ImagePreprocessor, OnnxImageRunner
-from inference.engine.images import FetchPolicy, blocked_reason, load_image
+from inference.engine.fetch import FetchPolicy, blocked_reason
+from inference.engine.images import load_image
 from inference.engine.types import (
     EmbedRequest,
     ImageFetchError,

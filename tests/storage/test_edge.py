@@ -23,13 +23,13 @@ from qdrant_client import QdrantClient
 from qdrant_client.http import models
 
 from inference.storage import (
+    DEFAULT_VECTOR_NAME,
     BadRequest,
     CollectionExists,
     CollectionNotFound,
     EdgeStore,
     PointNotFound,
     StorageError,
-    Unsupported,
     VectorStore,
 )
 
@@ -231,7 +231,7 @@ def test_named_dense_and_sparse_idf_collection(store: EdgeStore) -> None:
     assert info.config.params.sparse_vectors["bm25"].modifier == models.Modifier.IDF
 
     config = store.vector_config("hybrid")
-    assert not config.has_unnamed
+    assert DEFAULT_VECTOR_NAME not in config.dense
     assert config.dense["dense"].size == 8
     assert config.dense["dot"].distance == "Dot"
     assert config.sparse["bm25"].modifier == "idf"
@@ -267,10 +267,15 @@ def test_invalid_collection_name(store: EdgeStore) -> None:
     assert store.collection_exists("weird name ünïcode.v1")
 
 
-def test_collection_without_vectors_is_unsupported(store: EdgeStore) -> None:
-    with pytest.raises(Unsupported) as exc:
-        store.create_collection("empty", models.CreateCollection(vectors={}))
-    assert "is not supported by the embedded storage" in exc.value.message
+def test_payload_only_collection(store: EdgeStore) -> None:
+    store.create_collection("empty", models.CreateCollection(vectors={}))
+    store.upsert("empty", [models.PointStruct(id=1, vector={}, payload={"a": 1})])
+    [record] = store.retrieve("empty", [1], with_vector=True)
+    assert (record["payload"], record["vector"]) == ({"a": 1}, {})
+    info = store.get_collection("empty")
+    assert info["config"]["params"]["vectors"] == {}
+    assert "sparse_vectors" not in info["config"]["params"]  # the hidden placeholder stays hidden
+    assert store.vector_config("empty").dense == {} and store.vector_config("empty").sparse == {}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -837,30 +842,40 @@ def test_query_groups(store: EdgeStore, local: QdrantClient) -> None:
             assert len(hit["vector"]) == DIM
 
 
-def test_unsupported_features_say_so(store: EdgeStore) -> None:
+def test_lookup_from_and_with_lookup(store: EdgeStore) -> None:
     store.create_collection("c", unnamed(4))
-    store.upsert("c", [models.PointStruct(id=1, vector=[1.0, 0.0, 0.0, 0.0], payload={"g": "a"})])
-    with pytest.raises(Unsupported) as exc:
-        store.query("c", models.QueryRequest(query=1, lookup_from=models.LookupLocation(collection="other")))
-    assert exc.value.status_code == 400
-    assert exc.value.message == "Bad request: `lookup_from` is not supported by the embedded storage"
-    with pytest.raises(Unsupported):
-        store.query(
-            "c",
-            models.QueryRequest(
-                prefetch=models.Prefetch(query=1, lookup_from=models.LookupLocation(collection="other")),
-                query=models.FusionQuery(fusion=models.Fusion.RRF),
-            ),
-        )
-    with pytest.raises(Unsupported) as exc:
-        store.query_groups(
-            "c", models.QueryGroupsRequest(query=[1.0, 0.0, 0.0, 0.0], group_by="g", with_lookup="other")
-        )
-    assert exc.value.message == "Bad request: `with_lookup` is not supported by the embedded storage"
-    with pytest.raises(Unsupported):
-        store.search_matrix_pairs("c", models.SearchMatrixRequest())
-    with pytest.raises(Unsupported):
-        store.create_snapshot("c")
+    store.upsert(
+        "c",
+        [
+            models.PointStruct(id=1, vector=[1.0, 0.0, 0.0, 0.0], payload={"g": 10}),
+            models.PointStruct(id=2, vector=[0.0, 1.0, 0.0, 0.0], payload={"g": 20}),
+        ],
+    )
+    store.create_collection(
+        "other",
+        models.CreateCollection(vectors={"v": models.VectorParams(size=4, distance=models.Distance.COSINE)}),
+    )
+    store.upsert(
+        "other", [models.PointStruct(id=1, vector={"v": [0.0, 1.0, 0.0, 0.0]}, payload={"name": "ten"})]
+    )
+    store.upsert(
+        "other", [models.PointStruct(id=10, vector={"v": [0.0, 1.0, 0.0, 0.0]}, payload={"name": "ten"})]
+    )
+    # Id 1 is looked up in `other` (where it points along y), so point 2 of `c` is nearest, and
+    # point 1 of `c` is not excluded (it was not named in this collection).
+    result = store.query(
+        "c", models.QueryRequest(query=1, lookup_from=models.LookupLocation(collection="other", vector="v"))
+    )
+    assert [p["id"] for p in result["points"]] == [2, 1]
+    with pytest.raises(CollectionNotFound):
+        store.query("c", models.QueryRequest(query=1, lookup_from=models.LookupLocation(collection="nope")))
+    groups = store.query_groups(
+        "c", models.QueryGroupsRequest(query=[1.0, 0.0, 0.0, 0.0], group_by="g", with_lookup="other")
+    )["groups"]
+    assert [g["id"] for g in groups] == [10, 20]
+    assert (groups[0]["lookup"]["id"], groups[0]["lookup"]["payload"]) == (10, {"name": "ten"})
+    assert groups[0]["lookup"]["vector"] is None
+    assert groups[1]["lookup"] is None
 
 
 # --------------------------------------------------------------------------------------------------
