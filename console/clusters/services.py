@@ -20,8 +20,10 @@ on-off-on ends at the last request without two restarts ever running at once.
 Workers claim a job with a conditional UPDATE (queued -> running, or running with a stale heartbeat ->
 running again with attempts + 1). The attempt number is the worker's lease: every later write is
 conditional on it, so a duplicate delivery or a worker presumed dead cannot write over the live run. The
-reaper (`restart_jobs_reap`) re-queues jobs whose worker stopped beating and fails them after
-RESTART_MAX_ATTEMPTS, so a killed worker never leaves a cluster restarting forever.
+worker beats the heartbeat every RESTART_HEARTBEAT_INTERVAL while it holds the job, so a heartbeat older
+than RESTART_STALE_AFTER (seconds, not the length of a step) means the worker is gone. The reaper
+(`restart_jobs_reap`, every RESTART_REAP_INTERVAL) re-queues jobs whose worker stopped beating and fails them
+after RESTART_MAX_ATTEMPTS, so a killed worker's cluster is back within a minute, never restarting forever.
 """
 
 from __future__ import annotations
@@ -374,6 +376,15 @@ def restart_job_progress(*, job_id: int, attempt: int, step: str, progress: int)
     """Record the current step and beat the heartbeat; False if this worker no longer holds the job."""
     updated = RestartJob.objects.filter(pk=job_id, state=RestartJob.State.RUNNING, attempts=attempt).update(
         step=step, progress=progress, heartbeat_at=timezone.now()
+    )
+    return updated == 1
+
+
+def restart_job_heartbeat(*, job_id: int, attempt: int) -> bool:
+    """Beat the heartbeat only (the worker's heartbeat thread, while a step runs); False if the lease is
+    lost."""
+    updated = RestartJob.objects.filter(pk=job_id, state=RestartJob.State.RUNNING, attempts=attempt).update(
+        heartbeat_at=timezone.now()
     )
     return updated == 1
 
