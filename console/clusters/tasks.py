@@ -43,7 +43,7 @@ from typing import TypeVar
 
 from celery import shared_task
 from django.conf import settings
-from django.db import OperationalError, connection
+from django.db import DatabaseError, OperationalError, connection
 
 from console.clusters import control, services
 from console.clusters.models import RestartJob
@@ -125,7 +125,7 @@ def heartbeat(*, job_id: int, attempt: int) -> Iterator[None]:
                 try:
                     if not services.restart_job_heartbeat(job_id=job_id, attempt=attempt):
                         return
-                except OperationalError as exc:  # a missed beat; the stale limit allows a few
+                except DatabaseError as exc:  # a missed beat; the stale limit allows a few
                     logger.warning("restart job %s: heartbeat failed: %s", job_id, exc)
                     connection.close_if_unusable_or_obsolete()
         finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -29,7 +28,7 @@ from console.clusters.services import (
     restart_jobs_reap,
     user_create,
 )
-from console.clusters.tasks import _with_db_retries, heartbeat, restart_cluster, run_restart
+from console.clusters.tasks import _with_db_retries, restart_cluster, run_restart
 from tests.fixtures import EU, US, memory_queue_messages
 
 pytestmark = pytest.mark.django_db
@@ -281,29 +280,6 @@ def test_worker_database_writes_survive_a_momentarily_unavailable_database(setti
 
 
 # --- restart recovery in seconds ------------------------------------------------------------------------
-
-
-@pytest.mark.django_db(transaction=True)  # the heartbeat thread writes through a connection of its own
-def test_the_heartbeat_thread_beats_while_the_job_is_held_and_stops_when_the_lease_is_lost(
-    cluster: Cluster, admin: CreatedUser, settings: LazySettings
-) -> None:
-    settings.RESTART_HEARTBEAT_INTERVAL = 0.05
-    job = cluster_inference_toggle(cluster=cluster, enabled=True, actor=admin.user)
-    assert job is not None
-    attempt = restart_job_claim(job_id=job.pk)
-    assert attempt == 1
-    claimed_at = RestartJob.objects.get(pk=job.pk).heartbeat_at
-    assert claimed_at is not None
-    with heartbeat(job_id=job.pk, attempt=attempt):
-        time.sleep(0.4)  # a control call in flight: no step writes meanwhile
-        beaten = RestartJob.objects.get(pk=job.pk).heartbeat_at
-        assert beaten is not None and beaten > claimed_at + timedelta(seconds=0.2)
-        # Another worker takes the job over: this one's thread must not keep it looking alive.
-        RestartJob.objects.filter(pk=job.pk).update(attempts=2, heartbeat_at=claimed_at)
-        time.sleep(0.3)
-        assert RestartJob.objects.get(pk=job.pk).heartbeat_at == claimed_at
-    # The run's own next write finds the lease lost.
-    assert restart_job_progress(job_id=job.pk, attempt=attempt, step="storage", progress=30) is False
 
 
 def test_production_defaults_recover_a_killed_workers_job_within_a_minute() -> None:
