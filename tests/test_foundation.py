@@ -117,7 +117,14 @@ def test_create_cluster_command(
     call_command("create_cluster", name="n", region=region, tier=tier, created_at=created_at, json=True)
     data = json.loads(capsys.readouterr().out)
     assert set(data) == {
-        "id", "name", "account", "url", "grpc_url", "api_key", "inference_token", "inference_enabled"
+        "id",
+        "name",
+        "account",
+        "url",
+        "grpc_url",
+        "api_key",
+        "inference_token",
+        "inference_enabled",
     }
     assert data["account"] == "default"
     assert data["grpc_url"] == settings.GRPC_PUBLIC_URL and data["grpc_url"].endswith(
