@@ -1,7 +1,7 @@
 """Thin REST endpoints of billing (validate -> one selector call -> output serializer).
 
-Readable by authenticated users with a console role (viewers and admins); anonymous users and users without
-a role are refused.
+Readable by members (viewers and admins) of the cluster's account and by staff; anonymous users and users
+without a role are refused, and a cluster of another account answers 404, as a missing one.
 """
 
 from __future__ import annotations
@@ -25,21 +25,22 @@ from billing.serializers import (
 )
 from console.clusters.models import Cluster
 from console.clusters.permissions import ConsoleRolePermission
-from console.clusters.selectors import cluster_get
-
-
-def _cluster_or_404(cluster_id: str) -> Cluster:
-    cluster = cluster_get(cluster_id=cluster_id)
-    if cluster is None:
-        raise NotFound(f"Cluster {cluster_id} does not exist.")
-    return cluster
+from console.clusters.selectors import cluster_get_for_user
 
 
 class BillingApi(APIView):
-    """Base of the billing endpoints: console users with a role may read."""
+    """Base of the billing endpoints: members of the cluster's account may read."""
 
     # IsAuthenticated first, so an anonymous request is told to authenticate rather than "no role".
     permission_classes = [IsAuthenticated, ConsoleRolePermission]
+
+    def cluster_or_404(self, request: Request, cluster_id: str) -> Cluster:
+        """The cluster if the user may see it (404 otherwise, as for a missing one), permission-checked."""
+        cluster = cluster_get_for_user(user=request.user, cluster_id=cluster_id)
+        if cluster is None:
+            raise NotFound(f"Cluster {cluster_id} does not exist.")
+        self.check_object_permissions(request, cluster)
+        return cluster
 
 
 class ClusterUsageApi(BillingApi):
@@ -60,7 +61,7 @@ class ClusterUsageApi(BillingApi):
     )
     def get(self, request: Request, cluster_id: str) -> Response:
         """Series of whole buckets that start in [from, to), zeros included."""
-        cluster = _cluster_or_404(cluster_id)
+        cluster = self.cluster_or_404(request, cluster_id)
         query = UsageQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         series = usage_series(cluster_id=cluster.pk, **query.validated_data)
@@ -73,7 +74,7 @@ class ClusterStatementApi(BillingApi):
     @extend_schema(operation_id="cluster_statement", tags=["billing"], responses=StatementSerializer)
     def get(self, request: Request, cluster_id: str, month: str) -> Response:
         """Lines per model (used, free, billable, cost) and totals."""
-        cluster = _cluster_or_404(cluster_id)
+        cluster = self.cluster_or_404(request, cluster_id)
         query = StatementQuerySerializer(data={"month": month})
         query.is_valid(raise_exception=True)
         statement = statement_get(cluster_id=cluster.pk, month=query.validated_data["month"])
@@ -90,7 +91,7 @@ class ClusterStatementCsvApi(BillingApi):
     )
     def get(self, request: Request, cluster_id: str, month: str) -> HttpResponse:
         """Download the statement."""
-        cluster = _cluster_or_404(cluster_id)
+        cluster = self.cluster_or_404(request, cluster_id)
         query = StatementQuerySerializer(data={"month": month})
         query.is_valid(raise_exception=True)
         statement = statement_get(cluster_id=cluster.pk, month=query.validated_data["month"])

@@ -175,8 +175,13 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # `make run`'s worker consumes this queue; tests use a queue of their own on a shared Redis.
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "celery")
 # `make run` embeds beat in its worker (-B): the reaper puts restart jobs of dead workers back to work.
+# Seconds between reaper runs (see RESTART_STALE_AFTER for the recovery bound).
+RESTART_REAP_INTERVAL = env_float("RESTART_REAP_INTERVAL", 10.0)
 CELERY_BEAT_SCHEDULE = {
-    "reap-stale-restart-jobs": {"task": "console.clusters.tasks.reap_stale_restart_jobs", "schedule": 60.0},
+    "reap-stale-restart-jobs": {
+        "task": "console.clusters.tasks.reap_stale_restart_jobs",
+        "schedule": RESTART_REAP_INTERVAL,
+    },
     "purge-idempotency-keys": {"task": "inference.tasks.purge_idempotency_keys", "schedule": 3600.0},
 }
 
@@ -202,8 +207,12 @@ RESTART_CONTROL_TIMEOUT = env_float("RESTART_CONTROL_TIMEOUT", 60.0)
 RESTART_STEP_ATTEMPTS = env_int("RESTART_STEP_ATTEMPTS", 3, minimum=1)
 RESTART_RETRY_BACKOFF = env_float("RESTART_RETRY_BACKOFF", 1.0)
 # A running job whose heartbeat is older than this is presumed dead (its worker was killed) and is claimed
-# again. Must exceed the longest single try of a step: drain timeout + control timeout + backoff.
-RESTART_STALE_AFTER = env_float("RESTART_STALE_AFTER", 300.0)
+# again. The worker beats every RESTART_HEARTBEAT_INTERVAL for as long as it runs the job, control calls in
+# flight included, so this only has to outlast a few missed beats (a slow database), not a step. A killed
+# worker's job is re-claimed at most STALE_AFTER + HEARTBEAT_INTERVAL + REAP_INTERVAL (35 s) after the kill,
+# and finished within 60 s when a worker is running.
+RESTART_STALE_AFTER = env_float("RESTART_STALE_AFTER", 20.0)
+RESTART_HEARTBEAT_INTERVAL = env_float("RESTART_HEARTBEAT_INTERVAL", min(5.0, RESTART_STALE_AFTER / 4))
 RESTART_MAX_ATTEMPTS = env_int("RESTART_MAX_ATTEMPTS", 3, minimum=1)  # claims before a job is failed
 
 # --- inference engine ----------------------------------------------------------------------------------

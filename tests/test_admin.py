@@ -11,7 +11,7 @@ from django.test import Client
 from django.utils import timezone
 
 from billing.models import ClusterLimit, ModelAllowance, ModelPrice, UsageRecord
-from console.clusters.models import ApiKey, RestartJob
+from console.clusters.models import Account, ApiKey, Membership, RestartJob
 from console.clusters.services import cluster_create
 from tests.conftest import MINILM
 
@@ -120,3 +120,35 @@ def test_the_ledger_and_restart_jobs_are_read_only(operator: Client) -> None:
     assert operator.get("/admin/console/restartjob/").status_code == 200
     assert operator.get("/admin/console/restartjob/add/").status_code == 403
     assert UsageRecord.objects.count() == 0 and RestartJob.objects.count() == 0
+
+
+def test_operators_manage_accounts_members_and_which_account_owns_a_cluster(operator: Client) -> None:
+    cluster = cluster_create(name="c", region="us-east-1", tier="paid").cluster
+    vic = User.objects.create_user("vic")
+    added = operator.post(
+        "/admin/console/account/add/",
+        {
+            "name": "acme",
+            "memberships-TOTAL_FORMS": "1",
+            "memberships-INITIAL_FORMS": "0",
+            "memberships-MIN_NUM_FORMS": "0",
+            "memberships-MAX_NUM_FORMS": "1000",
+            "memberships-0-user": str(vic.pk),
+            "memberships-0-role": "viewer",
+        },
+    )
+    assert added.status_code == 302, added.content.decode()[:3000]
+    acme = Account.objects.get(name="acme")
+    assert list(Membership.objects.filter(account=acme).values_list("user__username", "role")) == [
+        ("vic", "viewer")
+    ]
+    moved = operator.post(f"/admin/console/cluster/{cluster.pk}/change/", {"name": "c", "account": acme.pk})
+    assert moved.status_code == 302, moved.content.decode()[:3000]
+    cluster.refresh_from_db()
+    assert cluster.account == acme
+    listing = operator.get("/admin/console/cluster/").content.decode()
+    assert "acme" in listing
+    assert "acme" in operator.get("/admin/console/membership/").content.decode()
+    # An account that owns clusters cannot be deleted (their usage is billing history).
+    assert operator.post(f"/admin/console/account/{acme.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert Account.objects.filter(pk=acme.pk).exists()

@@ -116,7 +116,17 @@ def test_create_cluster_command(
 ) -> None:
     call_command("create_cluster", name="n", region=region, tier=tier, created_at=created_at, json=True)
     data = json.loads(capsys.readouterr().out)
-    assert set(data) == {"id", "name", "url", "grpc_url", "api_key", "inference_token", "inference_enabled"}
+    assert set(data) == {
+        "id",
+        "name",
+        "account",
+        "url",
+        "grpc_url",
+        "api_key",
+        "inference_token",
+        "inference_enabled",
+    }
+    assert data["account"] == "default"
     assert data["grpc_url"] == settings.GRPC_PUBLIC_URL and data["grpc_url"].endswith(
         f":{settings.GRPC_PORT}"
     )

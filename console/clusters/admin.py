@@ -1,4 +1,5 @@
-"""Django admin for operators: clusters, API keys (hashed, never shown), roles, restart jobs, toggles.
+"""Django admin for operators: accounts, clusters, API keys (hashed, never shown), roles per account,
+restart jobs, toggles.
 
 What has rules goes through the services: inference is toggled from the console or its API (a restart job
 applies it), keys are created in the console (the secret is shown once) and revoked here with an action.
@@ -13,7 +14,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from console.clusters.models import ApiKey, Cluster, InferenceToggle, Membership, RestartJob
+from console.clusters.models import Account, ApiKey, Cluster, InferenceToggle, Membership, RestartJob
 from console.clusters.services import api_key_revoke
 
 
@@ -33,16 +34,49 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class MembershipInline(admin.TabularInline):
+    """The members of an account and their roles, on the account's page."""
+
+    model = Membership
+    extra = 0
+    fields = ("user", "role", "created_at")
+    readonly_fields = ("created_at",)
+    autocomplete_fields = ("user",)
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    """Accounts (organisations): their members and roles; their clusters are listed under Clusters."""
+
+    list_display = ("name", "cluster_count", "created_at")
+    search_fields = ("name",)
+    fields = ("name", "created_at")
+    readonly_fields = ("created_at",)
+    inlines = (MembershipInline,)
+
+    @admin.display(description="clusters")
+    def cluster_count(self, obj: Account) -> int:
+        """How many clusters the account owns."""
+        return obj.clusters.count()
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """An account that owns clusters keeps them (and their billing history): not deletable then."""
+        return obj is None or not obj.clusters.exists()
+
+
 @admin.register(Cluster)
 class ClusterAdmin(admin.ModelAdmin):
-    """Clusters: rename; everything else is set at creation or changed by a restart job."""
+    """Clusters: rename or move to another account; everything else is set at creation or changed by a
+    restart job."""
 
-    list_display = ("name", "id", "region", "tier", "status", "inference_enabled", "created_at")
-    list_filter = ("tier", "region", "status", "inference_enabled")
-    search_fields = ("id", "name")
+    list_display = ("name", "id", "account", "region", "tier", "status", "inference_enabled", "created_at")
+    list_filter = ("account", "tier", "region", "status", "inference_enabled")
+    list_select_related = ("account",)
+    search_fields = ("id", "name", "account__name")
     # Never shown: the remote server's key and the inference token's hash.
     fields = (
         "id",
+        "account",
         "name",
         "region",
         "tier",
@@ -53,7 +87,7 @@ class ClusterAdmin(admin.ModelAdmin):
         "remote_url",
         "created_at",
     )
-    readonly_fields = tuple(f for f in fields if f != "name")
+    readonly_fields = tuple(f for f in fields if f not in ("name", "account"))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         """Clusters are created with their secrets (`create_cluster`), which the admin cannot show once."""
@@ -93,10 +127,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
-    """Console roles (admin or viewer) of users."""
+    """Console roles (admin or viewer) of users, one per account."""
 
-    list_display = ("user", "role", "created_at")
-    list_filter = ("role",)
+    list_display = ("user", "account", "role", "created_at")
+    list_filter = ("account", "role")
+    list_select_related = ("user", "account")
+    search_fields = ("user__username", "account__name")
 
 
 @admin.register(RestartJob)

@@ -2,8 +2,9 @@
 
 Each view validates its input, makes one selector or service call and answers through an output
 serializer. It accepts the console's session (with CSRF, as DRF enforces for sessions) and API tokens
-(`Authorization: Token <t>`, from `manage.py create_user`). Viewers may read; only admins may toggle or
-retry. Domain errors carry their status (`inference.errors`); `inference.http` renders them.
+(`Authorization: Token <t>`, from `manage.py create_user`). Members of a cluster's account may read it;
+only its admins may toggle or retry. A cluster or job of another account answers 404, as a missing one.
+Domain errors carry their status (`inference.errors`); `inference.http` renders them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from rest_framework.views import APIView
 
 from console.clusters.models import Cluster, RestartJob
 from console.clusters.permissions import ConsoleRolePermission
-from console.clusters.selectors import cluster_get, cluster_inference_state, restart_job_get
+from console.clusters.selectors import (
+    cluster_get_for_user,
+    cluster_inference_state,
+    restart_job_get_for_user,
+)
 from console.clusters.serializers import (
     InferenceStateSerializer,
     InferenceToggleInputSerializer,
@@ -46,19 +51,21 @@ class ConsoleApi(APIView):
             return console_error(exc)
         return super().handle_exception(exc)
 
+    def cluster_or_404(self, request: Request, cluster_id: str) -> Cluster:
+        """The cluster if the user may see it (404 otherwise, as for a missing one), permission-checked."""
+        cluster = cluster_get_for_user(user=request.user, cluster_id=cluster_id)
+        if cluster is None:
+            raise Http404(f"cluster {cluster_id} does not exist")
+        self.check_object_permissions(request, cluster)
+        return cluster
 
-def _cluster_or_404(cluster_id: str) -> Cluster:
-    cluster = cluster_get(cluster_id=cluster_id)
-    if cluster is None:
-        raise Http404(f"cluster {cluster_id} does not exist")
-    return cluster
-
-
-def _job_or_404(job_id: int) -> RestartJob:
-    job = restart_job_get(job_id=job_id)
-    if job is None:
-        raise Http404(f"restart job {job_id} does not exist")
-    return job
+    def job_or_404(self, request: Request, job_id: int) -> RestartJob:
+        """The restart job if the user may see its cluster (404 otherwise), permission-checked."""
+        job = restart_job_get_for_user(user=request.user, job_id=job_id)
+        if job is None:
+            raise Http404(f"restart job {job_id} does not exist")
+        self.check_object_permissions(request, job)
+        return job
 
 
 class ClusterInferenceApi(ConsoleApi):
@@ -71,15 +78,15 @@ class ClusterInferenceApi(ConsoleApi):
     @extend_schema(responses=InferenceStateSerializer)
     def get(self, request: Request, cluster_id: str) -> Response:
         """Effective and desired state, eligibility and the current job."""
-        cluster = _cluster_or_404(cluster_id)
+        cluster = self.cluster_or_404(request, cluster_id)
         return Response(InferenceStateSerializer(cluster_inference_state(cluster=cluster)).data)
 
     @extend_schema(request=InferenceToggleInputSerializer, responses=InferenceStateSerializer)
     def patch(self, request: Request, cluster_id: str) -> Response:
         """Turn inference on or off; the cluster restarts to apply it."""
+        cluster = self.cluster_or_404(request, cluster_id)
         serializer = InferenceToggleInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        cluster = _cluster_or_404(cluster_id)
         job = cluster_inference_toggle(
             cluster=cluster, enabled=serializer.validated_data["enabled"], actor=request.user
         )
@@ -93,7 +100,7 @@ class RestartJobApi(ConsoleApi):
     @extend_schema(responses=RestartJobSerializer)
     def get(self, request: Request, job_id: int) -> Response:
         """The job."""
-        return Response(RestartJobSerializer(_job_or_404(job_id)).data)
+        return Response(RestartJobSerializer(self.job_or_404(request, job_id)).data)
 
 
 class RestartJobRetryApi(ConsoleApi):
@@ -102,5 +109,5 @@ class RestartJobRetryApi(ConsoleApi):
     @extend_schema(request=None, responses=RestartJobSerializer)
     def post(self, request: Request, job_id: int) -> Response:
         """Start the new job; 409 if the job did not fail or a newer one exists."""
-        retry = restart_job_retry(job=_job_or_404(job_id), actor=request.user)
+        retry = restart_job_retry(job=self.job_or_404(request, job_id), actor=request.user)
         return Response(RestartJobSerializer(retry).data, status=status.HTTP_202_ACCEPTED)

@@ -1,4 +1,7 @@
-"""Clusters, their data-plane credentials, console roles, and the restart jobs that apply an inference toggle.
+"""Accounts, their clusters, data-plane credentials, console roles per account, and restart jobs.
+
+Every cluster belongs to one account (an organisation); a user sees the clusters of the accounts they are a
+member of, with the role of that membership (admin or viewer). Staff and superusers see every account.
 
 Two inference fields live on a cluster: `inference_enabled` is the EFFECTIVE state (what data-plane requests
 see) and changes only when a restart job succeeds; `inference_desired` is what the last toggle asked for. They
@@ -49,6 +52,22 @@ def inference_eligibility(*, tier: str, region: str) -> Eligibility:
     return Eligibility(True)
 
 
+DEFAULT_ACCOUNT_NAME = "default"  # where clusters and users go when no account is named
+
+
+class Account(models.Model):
+    """An organisation: it owns clusters, and its members have a role on all of them."""
+
+    name = models.CharField(max_length=100, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("name",)
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Cluster(models.Model):
     """A vector-database cluster: where it runs, its tier, its storage and its inference state."""
 
@@ -65,6 +84,8 @@ class Cluster(models.Model):
         RESTARTING = "restarting", "Restarting"
 
     id = models.CharField(primary_key=True, max_length=16, default=new_cluster_id, editable=False)
+    # PROTECT: an account with clusters cannot be deleted (their usage ledger is billing history).
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="clusters")
     name = models.CharField(max_length=100)
     region = models.CharField(max_length=32, choices=[(r, r) for r in REGIONS])
     tier = models.CharField(max_length=8, choices=Tier.choices)
@@ -130,21 +151,29 @@ class ApiKey(models.Model):
 
 
 class Membership(models.Model):
-    """A user's role in the console: admins may toggle inference and retry jobs, viewers only read.
+    """A user's role in one account: admins manage its clusters (inference, restart jobs, API keys), viewers
+    only read them. One row per (user, account).
 
-    Staff users count as admins without a membership row; a user with neither has no console access.
+    Staff users count as admins of every account without a membership row; a user with neither has no
+    console access.
     """
 
     class Role(models.TextChoices):
         ADMIN = "admin", "Admin"
         VIEWER = "viewer", "Viewer"
 
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="membership")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
     created_at = models.DateTimeField(default=timezone.now)
 
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "account"], name="membership_one_per_user_and_account")
+        ]
+
     def __str__(self) -> str:
-        return f"{self.user} ({self.role})"
+        return f"{self.user} ({self.role} of {self.account})"
 
 
 class RestartJob(models.Model):

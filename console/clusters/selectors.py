@@ -1,4 +1,9 @@
-"""Reads about clusters, credentials, console roles and restart jobs."""
+"""Reads about accounts, clusters, credentials, console roles and restart jobs.
+
+What a console user may see is decided here: `clusters_visible(user=...)` is the one place that scopes
+clusters to the user's accounts (staff and superusers see all); every console read of a cluster or job by id
+goes through it, so a cluster of another account is indistinguishable from one that does not exist.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from typing import TYPE_CHECKING
 from django.db.models import QuerySet
 
 from console.clusters.models import (
+    DEFAULT_ACCOUNT_NAME,
+    Account,
     ApiKey,
     Cluster,
     Eligibility,
@@ -38,32 +45,92 @@ def cluster_for_inference_token(token: str) -> Cluster | None:
     return Cluster.objects.filter(inference_token_hash=hash_secret(token)).first()
 
 
-# --- console roles, inference state and restart jobs ---------------------------------------------------
+# --- accounts and console roles -------------------------------------------------------------------------
 
 
-def user_role(*, user: AbstractBaseUser | AnonymousUser) -> str | None:
-    """The console role of a user: staff and superusers count as admins; None means no console access."""
+def _is_operator(user: AbstractBaseUser | AnonymousUser) -> bool:
+    """Staff and superusers: admins of every account, without membership rows."""
+    return bool(getattr(user, "is_staff", False) or getattr(user, "is_superuser", False))
+
+
+def account_get(*, name: str) -> Account | None:
+    """An account by name, or None."""
+    return Account.objects.filter(name=name).first()
+
+
+def account_default() -> Account | None:
+    """The default account (where clusters and users go when no account is named), if it exists yet."""
+    return account_get(name=DEFAULT_ACCOUNT_NAME)
+
+
+def user_has_console_access(*, user: AbstractBaseUser | AnonymousUser) -> bool:
+    """Signed in and either an operator or a member of at least one account."""
+    if not user.is_authenticated:
+        return False
+    return _is_operator(user) or Membership.objects.filter(user_id=user.pk).exists()
+
+
+def user_role(*, user: AbstractBaseUser | AnonymousUser, account_id: int) -> str | None:
+    """The user's role in one account: operators are admins everywhere; None means no access to it."""
     if not user.is_authenticated:
         return None
-    if getattr(user, "is_staff", False) or getattr(user, "is_superuser", False):
+    if _is_operator(user):
         return Membership.Role.ADMIN
-    membership = Membership.objects.filter(user_id=user.pk).only("role").first()
-    return membership.role if membership else None
+    return (
+        Membership.objects.filter(user_id=user.pk, account_id=account_id)
+        .values_list("role", flat=True)
+        .first()
+    )
 
 
-def user_is_admin(*, user: AbstractBaseUser | AnonymousUser) -> bool:
-    """Whether the user may toggle inference and retry restart jobs."""
-    return user_role(user=user) == Membership.Role.ADMIN
+def user_cluster_role(*, user: AbstractBaseUser | AnonymousUser, cluster: Cluster) -> str | None:
+    """The user's role on a cluster: the role in the cluster's account."""
+    return user_role(user=user, account_id=cluster.account_id)
+
+
+def user_is_admin(*, user: AbstractBaseUser | AnonymousUser, cluster: Cluster) -> bool:
+    """Whether the user may manage the cluster (toggle inference, retry restart jobs, manage API keys)."""
+    return user_cluster_role(user=user, cluster=cluster) == Membership.Role.ADMIN
+
+
+def user_is_admin_anywhere(*, user: AbstractBaseUser | AnonymousUser) -> bool:
+    """Whether the user is an admin of at least one account (the clusters list shows that role)."""
+    if not user.is_authenticated:
+        return False
+    return (
+        _is_operator(user) or Membership.objects.filter(user_id=user.pk, role=Membership.Role.ADMIN).exists()
+    )
+
+
+def clusters_visible(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Cluster]:
+    """The clusters a console user may see: those of the user's accounts (every cluster for operators)."""
+    if not user.is_authenticated:
+        return Cluster.objects.none()
+    clusters = Cluster.objects.select_related("account")
+    if _is_operator(user):
+        return clusters.all()
+    return clusters.filter(account__memberships__user_id=user.pk)
 
 
 def cluster_get(*, cluster_id: str) -> Cluster | None:
-    """A cluster by id, or None."""
+    """A cluster by id, or None (whoever asks: for the system, not for console users)."""
     return Cluster.objects.filter(pk=cluster_id).first()
+
+
+def cluster_get_for_user(*, user: AbstractBaseUser | AnonymousUser, cluster_id: str) -> Cluster | None:
+    """A cluster by id if the user may see it, else None (the caller answers 404 either way)."""
+    return clusters_visible(user=user).filter(pk=cluster_id).first()
 
 
 def restart_job_get(*, job_id: int) -> RestartJob | None:
     """A restart job by id, or None."""
     return RestartJob.objects.filter(pk=job_id).first()
+
+
+def restart_job_get_for_user(*, user: AbstractBaseUser | AnonymousUser, job_id: int) -> RestartJob | None:
+    """A restart job by id if the user may see its cluster, else None."""
+    visible = clusters_visible(user=user).values("pk")
+    return RestartJob.objects.filter(pk=job_id, cluster_id__in=visible).select_related("cluster").first()
 
 
 def restart_job_active(*, cluster_id: str) -> RestartJob | None:

@@ -1,4 +1,9 @@
-"""Writes about clusters, their credentials, console users, and the inference toggle with its restart jobs.
+"""Writes about accounts, clusters, their credentials, console users, and the inference toggle with its
+restart jobs.
+
+Console actions take the acting user (`actor`) and check its role on the cluster's account here, whatever
+the caller checked before: only an admin of the cluster's account (or an operator) may toggle inference,
+retry a job or create and revoke API keys. System callers (commands, cluster creation) pass no actor.
 
 The toggle and its restart job
 ------------------------------
@@ -15,8 +20,10 @@ on-off-on ends at the last request without two restarts ever running at once.
 Workers claim a job with a conditional UPDATE (queued -> running, or running with a stale heartbeat ->
 running again with attempts + 1). The attempt number is the worker's lease: every later write is
 conditional on it, so a duplicate delivery or a worker presumed dead cannot write over the live run. The
-reaper (`restart_jobs_reap`) re-queues jobs whose worker stopped beating and fails them after
-RESTART_MAX_ATTEMPTS, so a killed worker never leaves a cluster restarting forever.
+worker beats the heartbeat every RESTART_HEARTBEAT_INTERVAL while it holds the job, so a heartbeat older
+than RESTART_STALE_AFTER (seconds, not the length of a step) means the worker is gone. The reaper
+(`restart_jobs_reap`, every RESTART_REAP_INTERVAL) re-queues jobs whose worker stopped beating and fails them
+after RESTART_MAX_ATTEMPTS, so a killed worker's cluster is back within a minute, never restarting forever.
 """
 
 from __future__ import annotations
@@ -37,7 +44,9 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from console.clusters.models import (
+    DEFAULT_ACCOUNT_NAME,
     REGIONS,
+    Account,
     ApiKey,
     Cluster,
     Eligibility,
@@ -62,6 +71,9 @@ RESTART_TASK = "console.clusters.tasks.restart_cluster"  # the Celery task that 
 
 # Clusters created after this day start with inference on (when eligible), as in the cloud.
 INFERENCE_DEFAULT_ON_AFTER = date(2025, 7, 7)
+
+
+Actor = AbstractBaseUser | AnonymousUser  # the console user acting
 
 
 class ClusterError(ApiError):
@@ -94,8 +106,10 @@ def cluster_create(
     storage_backend: str = Cluster.Backend.EMBEDDED,
     remote_url: str = "",
     remote_api_key: str = "",
+    account: Account | None = None,
 ) -> CreatedCluster:
-    """Create a cluster with a read-write API key and an inference-service token."""
+    """Create a cluster of `account` (default: the default account) with a read-write API key and an
+    inference-service token."""
     if region not in REGIONS:
         raise ClusterError(f"Unknown region {region!r}; choose one of: {', '.join(REGIONS)}")
     if tier not in Cluster.Tier.values:
@@ -106,6 +120,7 @@ def cluster_create(
     default_on = created_at.date() > INFERENCE_DEFAULT_ON_AFTER
     token = new_secret("qit")
     cluster = Cluster.objects.create(
+        account=account or account_default_get_or_create(),
         name=name,
         region=region,
         tier=tier,
@@ -120,8 +135,13 @@ def cluster_create(
     return CreatedCluster(cluster=cluster, api_key=api_key, inference_token=token)
 
 
-def api_key_create(*, cluster: Cluster, name: str, read_only: bool) -> tuple[str, ApiKey]:
-    """Create an API key; the clear key is returned here and never again."""
+def api_key_create(
+    *, cluster: Cluster, name: str, read_only: bool, actor: Actor | None = None
+) -> tuple[str, ApiKey]:
+    """Create an API key; the clear key is returned here and never again. A console `actor` must be an admin
+    of the cluster's account (None: the system, e.g. at cluster creation)."""
+    if actor is not None:
+        _require_admin(actor, cluster)
     key = new_secret("qk")
     record = ApiKey.objects.create(
         cluster=cluster, name=name, prefix=key[:10], key_hash=hash_secret(key), read_only=read_only
@@ -129,9 +149,29 @@ def api_key_create(*, cluster: Cluster, name: str, read_only: bool) -> tuple[str
     return key, record
 
 
-def api_key_revoke(*, api_key: ApiKey) -> None:
-    """Revoke a key: it stops authenticating at once."""
+def api_key_revoke(*, api_key: ApiKey, actor: Actor | None = None) -> None:
+    """Revoke a key: it stops authenticating at once. A console `actor` must be an admin of the key's
+    cluster's account (None: an operator in the Django admin, already checked by the admin site)."""
+    if actor is not None:
+        _require_admin(actor, api_key.cluster)
     api_key.revoke()
+
+
+# --- accounts -------------------------------------------------------------------------------------------
+
+
+def account_get_or_create(*, name: str) -> Account:
+    """The account with this name, created if missing."""
+    name = name.strip()
+    if not name:
+        raise ClusterError("An account name is required")
+    account, _ = Account.objects.get_or_create(name=name)
+    return account
+
+
+def account_default_get_or_create() -> Account:
+    """The default account, where clusters and users go when no account is named."""
+    return account_get_or_create(name=DEFAULT_ACCOUNT_NAME)
 
 
 # --- console users ------------------------------------------------------------------------------------
@@ -141,6 +181,12 @@ class ConsolePermissionDenied(Forbidden):
     """The user's console role does not allow this action."""
 
 
+def _require_admin(actor: Actor, cluster: Cluster) -> None:
+    """Only an admin of the cluster's account (or an operator) may change it."""
+    if not user_is_admin(user=actor, cluster=cluster):
+        raise ConsolePermissionDenied("Only admins of the cluster's account may change it")
+
+
 @dataclass(frozen=True)
 class CreatedUser:
     """A console user with the API token they authenticate with (`Authorization: Token <token>`)."""
@@ -148,11 +194,15 @@ class CreatedUser:
     user: User
     role: str
     token: str
+    account: Account
 
 
 @transaction.atomic
-def user_create(*, username: str, role: str, password: str | None = None) -> CreatedUser:
-    """Create a console user with a role and an API token; an existing user gets the role (and password).
+def user_create(
+    *, username: str, role: str, password: str | None = None, account: Account | None = None
+) -> CreatedUser:
+    """Create a console user with a role in `account` (default: the default account) and an API token; an
+    existing user gets that role in that account (and the password), keeping roles in other accounts.
 
     Re-running it is harmless, so provisioning scripts can call it every time; the token is kept.
     """
@@ -167,9 +217,10 @@ def user_create(*, username: str, role: str, password: str | None = None) -> Cre
     elif created:
         user.set_unusable_password()  # API-token only until a password is set
         user.save(update_fields=["password"])
-    Membership.objects.update_or_create(user=user, defaults={"role": role})
+    account = account or account_default_get_or_create()
+    Membership.objects.update_or_create(user=user, account=account, defaults={"role": role})
     token, _ = Token.objects.get_or_create(user=user)
-    return CreatedUser(user=user, role=role, token=token.key)
+    return CreatedUser(user=user, role=role, token=token.key, account=account)
 
 
 # --- the inference toggle -------------------------------------------------------------------------------
@@ -189,14 +240,6 @@ class RestartJobConflict(ClusterError):
     """The job cannot be retried in its current state."""
 
     status = 409
-
-
-Actor = AbstractBaseUser | AnonymousUser
-
-
-def _require_admin(actor: Actor) -> None:
-    if not user_is_admin(user=actor):
-        raise ConsolePermissionDenied("Only console admins may change inference settings")
 
 
 def _enqueue_restart(job_id: int) -> None:
@@ -229,7 +272,7 @@ def cluster_inference_toggle(*, cluster: Cluster, enabled: bool, actor: Actor) -
     Only admins may toggle, and enabling needs an eligible cluster. If a job is already queued or running it
     is returned: it chains one more restart when it finishes if the state it applies is no longer wanted.
     """
-    _require_admin(actor)
+    _require_admin(actor, cluster)
     if enabled:
         eligibility = inference_eligibility(tier=cluster.tier, region=cluster.region)
         if not eligibility.eligible:
@@ -262,7 +305,7 @@ def cluster_inference_toggle(*, cluster: Cluster, enabled: bool, actor: Actor) -
 
 def restart_job_retry(*, job: RestartJob, actor: Actor) -> RestartJob:
     """Run a failed job's restart again, as a new job; only the cluster's latest job can be retried."""
-    _require_admin(actor)
+    _require_admin(actor, job.cluster)
     with transaction.atomic():
         cluster = Cluster.objects.select_for_update().get(pk=job.cluster_id)
         job = RestartJob.objects.get(pk=job.pk)
@@ -333,6 +376,15 @@ def restart_job_progress(*, job_id: int, attempt: int, step: str, progress: int)
     """Record the current step and beat the heartbeat; False if this worker no longer holds the job."""
     updated = RestartJob.objects.filter(pk=job_id, state=RestartJob.State.RUNNING, attempts=attempt).update(
         step=step, progress=progress, heartbeat_at=timezone.now()
+    )
+    return updated == 1
+
+
+def restart_job_heartbeat(*, job_id: int, attempt: int) -> bool:
+    """Beat the heartbeat only (the worker's heartbeat thread, while a step runs); False if the lease is
+    lost."""
+    updated = RestartJob.objects.filter(pk=job_id, state=RestartJob.State.RUNNING, attempts=attempt).update(
+        heartbeat_at=timezone.now()
     )
     return updated == 1
 

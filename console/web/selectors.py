@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db.models import QuerySet
@@ -25,10 +26,14 @@ from billing.selectors import (
     usage_series,
 )
 from console.clusters.models import ApiKey, Cluster
-from console.clusters.selectors import InferenceState, cluster_inference_state
+from console.clusters.selectors import InferenceState, cluster_inference_state, clusters_visible
 from inference.catalog import CatalogEntry
 from inference.engine.types import Output
 from inference.selectors import ProviderEntry, model_list, provider_list
+
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.contrib.auth.models import AnonymousUser
 
 CHART_DAYS = 30
 
@@ -70,8 +75,8 @@ class ClusterRow:
         return "on" if self.state.enabled else "off"
 
 
-def cluster_rows(*, now: datetime | None = None) -> list[ClusterRow]:
-    """Every cluster with its inference state and this month's inference cost."""
+def cluster_rows(*, user: AbstractBaseUser | AnonymousUser, now: datetime | None = None) -> list[ClusterRow]:
+    """The clusters the user may see (their accounts'), with inference state and this month's cost."""
     month = Month.of(now or timezone.now())
     return [
         ClusterRow(
@@ -80,7 +85,7 @@ def cluster_rows(*, now: datetime | None = None) -> list[ClusterRow]:
             month_cost=statement_get(cluster_id=cluster.pk, month=month).cost,
             currency=CURRENCY,
         )
-        for cluster in Cluster.objects.all()
+        for cluster in clusters_visible(user=user)
     ]
 
 

@@ -1,9 +1,11 @@
 """Plain Django views of the console app: the health check and the server-rendered web console.
 
 The console pages are thin: they check the user's console role, call the console, billing and inference
-selectors or services, and render templates. Writes are POST-only forms with CSRF tokens; viewers get 403
-from every write, whether or not the page showed them the button. The Inference tab's live progress polls
-the JSON API (`GET /api/v1/clusters/<id>/inference`) with fetch(); everything else works without JavaScript.
+selectors or services, and render templates. A user sees the clusters of the accounts they are a member of;
+a cluster of another account answers 404, as a missing one. Writes are POST-only forms with CSRF tokens;
+viewers get 403 from every write, whether or not the page showed them the button. The Inference tab's live
+progress polls the JSON API (`GET /api/v1/clusters/<id>/inference`) with fetch();
+everything else works without JavaScript.
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ from django.views.decorators.http import require_GET, require_POST
 
 from billing.selectors import UsagePoint
 from console.clusters.models import Cluster, Membership, RestartJob
-from console.clusters.selectors import cluster_get, cluster_inference_state, restart_job_get, user_role
+from console.clusters.selectors import (
+    cluster_get_for_user,
+    cluster_inference_state,
+    restart_job_get,
+    user_cluster_role,
+    user_has_console_access,
+    user_is_admin_anywhere,
+)
 from console.clusters.services import (
     ClusterError,
     ConsolePermissionDenied,
@@ -68,28 +77,37 @@ class ConsoleLoginView(LoginView):
 STEP_LABELS = dict(RestartJob.Step.choices)
 
 
-def _role(request: HttpRequest) -> str:
-    """The signed-in user's console role; 403 for users without one (they have no console access)."""
-    role = user_role(user=request.user)
-    if role is None:
+def _require_access(request: HttpRequest) -> None:
+    """403 for signed-in users who are members of no account (they have no console access)."""
+    if not user_has_console_access(user=request.user):
         raise PermissionDenied("This account has no console role. Ask an admin for access.")
+
+
+def _role(request: HttpRequest, cluster: Cluster) -> str:
+    """The signed-in user's role on a cluster they can see (the role in the cluster's account)."""
+    role = user_cluster_role(user=request.user, cluster=cluster)
+    if role is None:  # the cluster was looked up for this user; only a concurrent change gets here
+        raise Http404(f"Cluster {cluster.pk} does not exist.")
     return role
 
 
-def _require_admin(request: HttpRequest) -> None:
-    if _role(request) != Membership.Role.ADMIN:
-        raise PermissionDenied("Only console admins may do this.")
+def _require_admin(request: HttpRequest, cluster: Cluster) -> None:
+    if _role(request, cluster) != Membership.Role.ADMIN:
+        raise PermissionDenied("Only admins of the cluster's account may do this.")
 
 
-def _cluster_or_404(cluster_id: str) -> Cluster:
-    cluster = cluster_get(cluster_id=cluster_id)
+def _cluster_or_404(request: HttpRequest, cluster_id: str) -> Cluster:
+    """The cluster if the signed-in user may see it; 404 otherwise, whether it is missing or another
+    account's (so ids of other accounts' clusters cannot be probed)."""
+    _require_access(request)
+    cluster = cluster_get_for_user(user=request.user, cluster_id=cluster_id)
     if cluster is None:
         raise Http404(f"Cluster {cluster_id} does not exist.")
     return cluster
 
 
 def _tab_context(request: HttpRequest, cluster: Cluster, tab: str) -> dict[str, Any]:
-    role = _role(request)
+    role = _role(request, cluster)
     return {
         "cluster": cluster,
         "cluster_url": console_selectors.cluster_url(cluster),
@@ -116,12 +134,13 @@ def home(request: HttpRequest) -> HttpResponseRedirect:
 @login_required
 @require_GET
 def cluster_list(request: HttpRequest) -> HttpResponse:
-    """Every cluster: name, region, tier, inference state and this month's inference cost."""
-    role = _role(request)
+    """The clusters of the user's accounts: name, region, tier, inference state and this month's cost."""
+    _require_access(request)
+    role = Membership.Role.ADMIN if user_is_admin_anywhere(user=request.user) else Membership.Role.VIEWER
     return render(
         request,
         "console/cluster_list.html",
-        {"rows": console_selectors.cluster_rows(), "role": role, "month": timezone.now()},
+        {"rows": console_selectors.cluster_rows(user=request.user), "role": role, "month": timezone.now()},
     )
 
 
@@ -129,7 +148,7 @@ def cluster_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 def cluster_overview(request: HttpRequest, cluster_id: str) -> HttpResponse:
     """The Overview tab: URL, region, tier, storage backend, status."""
-    cluster = _cluster_or_404(cluster_id)
+    cluster = _cluster_or_404(request, cluster_id)
     context = _tab_context(request, cluster, "overview")
     context["state"] = cluster_inference_state(cluster=cluster)
     return render(request, "console/cluster_overview.html", context)
@@ -149,21 +168,24 @@ def _keys_page(
 @require_GET
 def cluster_keys(request: HttpRequest, cluster_id: str) -> HttpResponse:
     """The API keys tab: the keys (never their secrets) and, for admins, create and revoke."""
-    return _keys_page(request, _cluster_or_404(cluster_id), ApiKeyCreateForm())
+    return _keys_page(request, _cluster_or_404(request, cluster_id), ApiKeyCreateForm())
 
 
 @login_required
 @require_POST
 def api_key_create_view(request: HttpRequest, cluster_id: str) -> HttpResponse:
     """Create a key and show its secret in this response only (it is stored hashed, never shown again)."""
-    cluster = _cluster_or_404(cluster_id)
-    _require_admin(request)
+    cluster = _cluster_or_404(request, cluster_id)
+    _require_admin(request, cluster)
     form = ApiKeyCreateForm(request.POST)
     if not form.is_valid():
         return _keys_page(request, cluster, form, status=400)
     # Rendered, not redirected: a redirect would have to park the clear key in the session to show it.
     key, _ = api_key_create(
-        cluster=cluster, name=form.cleaned_data["name"], read_only=form.cleaned_data["read_only"]
+        cluster=cluster,
+        name=form.cleaned_data["name"],
+        read_only=form.cleaned_data["read_only"],
+        actor=request.user,
     )
     return _keys_page(request, cluster, ApiKeyCreateForm(), new_key=key, status=201)
 
@@ -172,12 +194,12 @@ def api_key_create_view(request: HttpRequest, cluster_id: str) -> HttpResponse:
 @require_POST
 def api_key_revoke_view(request: HttpRequest, cluster_id: str, key_id: int) -> HttpResponse:
     """Revoke a key: it stops authenticating at once."""
-    cluster = _cluster_or_404(cluster_id)
-    _require_admin(request)
+    cluster = _cluster_or_404(request, cluster_id)
+    _require_admin(request, cluster)
     api_key = console_selectors.cluster_api_key(cluster=cluster, key_id=key_id)
     if api_key is None:
         raise Http404("No such key on this cluster.")
-    api_key_revoke(api_key=api_key)
+    api_key_revoke(api_key=api_key, actor=request.user)
     messages.success(request, f"Key “{api_key.name}” ({api_key.prefix}…) revoked.")
     return redirect("console:cluster-keys", cluster_id=cluster.pk)
 
@@ -186,7 +208,7 @@ def api_key_revoke_view(request: HttpRequest, cluster_id: str, key_id: int) -> H
 @require_GET
 def cluster_inference(request: HttpRequest, cluster_id: str) -> HttpResponse:
     """The Inference tab: toggle and restart progress, models with prices and usage, charts, examples."""
-    cluster = _cluster_or_404(cluster_id)
+    cluster = _cluster_or_404(request, cluster_id)
     context = _tab_context(request, cluster, "inference")
     now = timezone.now()
     state = cluster_inference_state(cluster=cluster)
@@ -235,8 +257,8 @@ def cluster_inference(request: HttpRequest, cluster_id: str) -> HttpResponse:
 @require_POST
 def inference_toggle_view(request: HttpRequest, cluster_id: str) -> HttpResponse:
     """Turn inference on or off (admins); asks for confirmation first, since the cluster restarts."""
-    cluster = _cluster_or_404(cluster_id)
-    _require_admin(request)
+    cluster = _cluster_or_404(request, cluster_id)
+    _require_admin(request, cluster)
     form = InferenceToggleForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose whether inference should be on or off.")
@@ -264,8 +286,8 @@ def inference_toggle_view(request: HttpRequest, cluster_id: str) -> HttpResponse
 @require_POST
 def restart_retry_view(request: HttpRequest, cluster_id: str, job_id: int) -> HttpResponse:
     """Run a failed restart again (admins)."""
-    cluster = _cluster_or_404(cluster_id)
-    _require_admin(request)
+    cluster = _cluster_or_404(request, cluster_id)
+    _require_admin(request, cluster)
     job: RestartJob | None = restart_job_get(job_id=job_id)
     if job is None or job.cluster_id != cluster.pk:
         raise Http404("No such restart job on this cluster.")

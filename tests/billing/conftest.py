@@ -16,7 +16,7 @@ from django.db import connection
 from billing.models import ModelPrice
 from billing.services import RecordResult, usage_record
 from console.clusters.models import Cluster, Membership
-from console.clusters.services import CreatedCluster, cluster_create
+from console.clusters.services import CreatedCluster, account_default_get_or_create, cluster_create
 from inference.usage import UsageEvent
 from tests.helpers import DataPlaneClient
 
@@ -64,10 +64,10 @@ def set_price_history(model: str, history: list[tuple[datetime, str]]) -> list[M
 
 
 def console_user(username: str, role: str | None = None, *, staff: bool = False) -> User:
-    """A Django user with a console role (or none)."""
+    """A Django user with a console role in the default account (or none)."""
     user = User.objects.create_user(username=username, password="pw-" + username, is_staff=staff)
     if role is not None:
-        Membership.objects.create(user=user, role=role)
+        Membership.objects.create(user=user, account=account_default_get_or_create(), role=role)
     return user
 
 

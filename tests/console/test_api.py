@@ -190,8 +190,8 @@ def test_toggle_queues_the_task_on_commit_only(
 def test_create_user_command(capsys: pytest.CaptureFixture[str]) -> None:
     call_command("create_user", username="ops", role="viewer", password="s3cret-pw", json=True)
     data = json.loads(capsys.readouterr().out)
-    assert set(data) == {"username", "role", "token"}
-    assert (data["username"], data["role"]) == ("ops", "viewer")
+    assert set(data) == {"username", "account", "role", "token"}
+    assert (data["username"], data["account"], data["role"]) == ("ops", "default", "viewer")
     assert Token.objects.get(key=data["token"]).user.username == "ops"
     assert Client().login(username="ops", password="s3cret-pw")
     # Re-running changes the role and keeps the token.
@@ -199,6 +199,12 @@ def test_create_user_command(capsys: pytest.CaptureFixture[str]) -> None:
     again = json.loads(capsys.readouterr().out)
     assert (again["role"], again["token"]) == ("admin", data["token"])
     assert Membership.objects.get(user__username="ops").role == "admin"
+    # --account gives a role in another account (created on first use); the default-account role stays.
+    call_command("create_user", username="ops", role="viewer", account="acme", json=True)
+    other = json.loads(capsys.readouterr().out)
+    assert (other["account"], other["role"], other["token"]) == ("acme", "viewer", data["token"])
+    roles = dict(Membership.objects.filter(user__username="ops").values_list("account__name", "role"))
+    assert roles == {"default": "admin", "acme": "viewer"}
 
 
 def test_created_token_authenticates_the_api(make_cluster: Callable[..., CreatedCluster]) -> None:

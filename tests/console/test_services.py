@@ -277,3 +277,22 @@ def test_worker_database_writes_survive_a_momentarily_unavailable_database(setti
     outcomes[:] = [OperationalError("down")] * settings.RESTART_STEP_ATTEMPTS
     with pytest.raises(OperationalError):
         _with_db_retries(write)
+
+
+# --- restart recovery in seconds ------------------------------------------------------------------------
+
+
+def test_production_defaults_recover_a_killed_workers_job_within_a_minute() -> None:
+    """The defaults (no RESTART_* in the environment) bound the time from a kill to the job's takeover."""
+    from console import settings as defaults
+
+    beat = defaults.CELERY_BEAT_SCHEDULE["reap-stale-restart-jobs"]["schedule"]
+    assert beat == defaults.RESTART_REAP_INTERVAL
+    # Last beat just before the kill, stale after STALE_AFTER, seen by the next reaper run: the restart
+    # itself then has the rest of the minute (drain, storage, warm, health take seconds).
+    takeover = (
+        defaults.RESTART_HEARTBEAT_INTERVAL + defaults.RESTART_STALE_AFTER + defaults.RESTART_REAP_INTERVAL
+    )
+    assert takeover <= 40
+    # A few missed beats (a slow database) must not make a live job look dead.
+    assert defaults.RESTART_STALE_AFTER >= 3 * defaults.RESTART_HEARTBEAT_INTERVAL

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,8 @@ import httpx
 import pytest
 from django.conf import settings
 
-from console.clusters.tasks import reap_stale_restart_jobs
 from tests.conftest import MINILM
-from tests.fixtures import TEST_QUEUE, celery_broker
+from tests.fixtures import TEST_QUEUE
 
 pytestmark = pytest.mark.slow
 
@@ -67,11 +67,12 @@ class Stack:
         assert out.returncode == 0, out.stderr
         return dict(json.loads(out.stdout))
 
-    def start_worker(self, name: str, **env: str) -> subprocess.Popen[bytes]:
+    def start_worker(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("wb")
         worker = subprocess.Popen(
             [str(BIN / "celery"), "-A", "console", "worker", "--loglevel", "INFO", "--pool", "solo",
-             "--hostname", f"{name}@%h", "--without-mingle", "--without-gossip", "--without-heartbeat"],
+             "--hostname", f"{name}@%h", "--without-mingle", "--without-gossip", "--without-heartbeat",
+             *args],
             cwd=ROOT, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         self.processes.append(worker)
@@ -82,6 +83,15 @@ class Stack:
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(30)
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+    def wait_log(self, name: str, predicate: Any, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate(self.log(name)):
+            assert time.monotonic() < deadline, f"{name}: {self.log(name)[-3000:]}"
+            time.sleep(0.1)
 
     def api(self, method: str, path: str, body: Any = None) -> httpx.Response:
         headers = {"Authorization": f"Token {self.token}"}
@@ -181,30 +191,42 @@ def test_embedded_broker_runs_the_restart_end_to_end(stack: Stack, models_dir: P
     assert upsert.status_code == 200, upsert.text
 
 
-def test_a_worker_killed_mid_restart_does_not_leave_the_cluster_restarting(stack: Stack) -> None:
+def test_a_killed_workers_restart_finishes_within_a_minute_of_the_kill(stack: Stack) -> None:
+    """Issue 10, defect 7: a killed worker left its cluster answering 503 for ~340 s.
+
+    The doomed worker holds the job well past the stale limit (its web process accepts the drain call and
+    never answers) while another worker runs the reaper on beat's schedule, as `make run` does: the
+    heartbeat thread keeps the live job from being taken over. Once the doomed worker is SIGKILLed, its job
+    goes stale and the other worker takes it over and finishes it. Short periods keep the test fast; the
+    production defaults' bound is checked in test_services.
+    """
+    fast = {"RESTART_STALE_AFTER": "2", "RESTART_HEARTBEAT_INTERVAL": "0.25", "RESTART_REAP_INTERVAL": "0.5"}
     cluster = new_cluster(stack, "killed")
-    # The first worker reaches a "web process" that accepts the connection and never answers, so it is
-    # certainly in the middle of the drain step when it is killed.
     with socket.socket() as blackhole:
         blackhole.bind(("127.0.0.1", 0))
         blackhole.listen(8)
-        doomed = stack.start_worker("doomed", CONTROL_URL=f"http://127.0.0.1:{blackhole.getsockname()[1]}")
+        doomed = stack.start_worker(
+            "doomed", CONTROL_URL=f"http://127.0.0.1:{blackhole.getsockname()[1]}", **fast
+        )
         answer = stack.api("PATCH", f"/api/v1/clusters/{cluster['id']}/inference", {"enabled": True})
         job_id = answer.json()["job"]["id"]
-        stack.wait_job(job_id, lambda j: j["state"] == "running" and j["step"] == "drain")
+        first = stack.wait_job(job_id, lambda j: j["state"] == "running" and j["step"] == "drain")
+        schedule = Path(stack.env["DATA_DIR"]) / "celerybeat-schedule"
+        stack.start_worker("rescuer", "--beat", "--schedule", str(schedule), **fast)
+        reaped = "reap_stale_restart_jobs"
+        stack.wait_log("rescuer", lambda log: log.count(reaped) >= 2)  # the reaper runs
+        time.sleep(3)  # longer than the stale limit, with the reaper running every half second
+        assert stack.log("rescuer").count(f"{reaped}[") >= 8
+        held = stack.job(job_id)
+        assert (held["state"], held["step"], held["attempts"]) == ("running", "drain", 1)
+        beats = datetime.fromisoformat(held["heartbeat_at"]) - datetime.fromisoformat(first["heartbeat_at"])
+        assert beats.total_seconds() >= 2.5  # beaten while the drain call hung
         kill_group(doomed)
+        killed_at = time.monotonic()
 
-    time.sleep(1.5)
-    job = stack.job(job_id)
-    assert (job["state"], job["attempts"]) == ("running", 1)  # nobody will finish it by itself
-    state = stack.api("GET", f"/api/v1/clusters/{cluster['id']}/inference").json()
-    assert state["status"] == "restarting"
-
-    # A healthy worker; the reaper (beat sends it every minute under `make run`) is sent by hand here.
-    stack.start_worker("rescuer", RESTART_STALE_AFTER="1")
-    with celery_broker(stack.broker_url):
-        reap_stale_restart_jobs.delay()
-    job = stack.wait_job(job_id, lambda j: j["state"] in ("succeeded", "failed"))
+    job = stack.wait_job(job_id, lambda j: j["state"] in ("succeeded", "failed"), timeout=60)
+    took = time.monotonic() - killed_at
     assert (job["state"], job["attempts"], job["error"]) == ("succeeded", 2, "")
+    assert took < 60, f"finished {took:.1f}s after the kill"
     state = stack.api("GET", f"/api/v1/clusters/{cluster['id']}/inference").json()
     assert (state["enabled"], state["status"]) == (True, "running")

@@ -11,8 +11,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from console.clusters.models import Cluster
-from console.clusters.services import ClusterError, cluster_create
+from console.clusters.models import DEFAULT_ACCOUNT_NAME, Cluster
+from console.clusters.services import ClusterError, account_get_or_create, cluster_create
 
 
 class Command(BaseCommand):
@@ -21,8 +21,11 @@ class Command(BaseCommand):
     help = "Create a cluster; the API key and inference token are shown only once."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        """--name, --region, --tier, --created-at, --remote-url, --json."""
+        """--name, --region, --tier, --account, --created-at, --remote-url, --json."""
         parser.add_argument("--name", required=True)
+        parser.add_argument(
+            "--account", default=DEFAULT_ACCOUNT_NAME, help="Owning account (created if missing)"
+        )
         parser.add_argument("--region", required=True)
         parser.add_argument("--tier", required=True, choices=Cluster.Tier.values)
         parser.add_argument("--created-at", help="ISO date/time (default: now); decides default inference")
@@ -41,7 +44,9 @@ class Command(BaseCommand):
             if timezone.is_naive(created_at):
                 created_at = created_at.replace(tzinfo=UTC)
         try:
+            account = account_get_or_create(name=options["account"])
             created = cluster_create(
+                account=account,
                 name=options["name"],
                 region=options["region"],
                 tier=options["tier"],
@@ -56,6 +61,7 @@ class Command(BaseCommand):
         data = {
             "id": cluster.id,
             "name": cluster.name,
+            "account": account.name,
             "url": f"{settings.PUBLIC_URL}/clusters/{cluster.id}",
             # Qdrant's gRPC API: one port for every cluster, the API key selects this one.
             "grpc_url": settings.GRPC_PUBLIC_URL if settings.GRPC_PORT else None,

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from console.clusters.models import Cluster
-from console.clusters.services import cluster_create
+from console.clusters.services import account_default_get_or_create, cluster_create
 
 
 class Command(BaseCommand):
@@ -29,7 +29,9 @@ class Command(BaseCommand):
             if secrets_file.exists():
                 self.stdout.write(f"Its API key is in {secrets_file}")
             return
-        created = cluster_create(name="demo", region="us-east-1", tier=Cluster.Tier.PAID)
+        created = cluster_create(
+            name="demo", region="us-east-1", tier=Cluster.Tier.PAID, account=account_default_get_or_create()
+        )
         info = {
             "url": f"{settings.PUBLIC_URL}/clusters/{created.cluster.id}",
             "api_key": created.api_key,
