@@ -224,6 +224,9 @@ IMAGE_FETCH_MAX_BYTES = env_int("IMAGE_FETCH_MAX_BYTES", 10 * 1024 * 1024, minim
 IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 40_000_000, minimum=1)
 IMAGE_FETCH_CONNECT_TIMEOUT = env_float("IMAGE_FETCH_CONNECT_TIMEOUT", 5.0)
 IMAGE_FETCH_READ_TIMEOUT = env_float("IMAGE_FETCH_READ_TIMEOUT", 10.0)
+IMAGE_FETCH_TOTAL_TIMEOUT = env_float("IMAGE_FETCH_TOTAL_TIMEOUT", 15.0)  # one request's images, all hops
+# Requests fetching image URLs at once (more answer 503 at once); keep it under the web server's threads.
+IMAGE_FETCH_CONCURRENCY = env_int("IMAGE_FETCH_CONCURRENCY", 4, minimum=1)
 
 # --- external providers (models named `openai/...`, `cohere/...`, `jinaai/...`, `openrouter/...`) ---------
 # Where their APIs are: the operator's choice only, never a caller's (keys are sent there).

@@ -6,19 +6,21 @@ to :func:`get_engine` (and models load on their first use).
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
 from inference import catalog
-from inference.engine.types import ModelSpec
+from inference.engine.types import EmbedRequest, InputType, ModelSpec
 from inference.providers import ProviderConfig
 
 if TYPE_CHECKING:
     from inference.engine.engine import Engine
-    from inference.engine.fetch import FetchPolicy
+    from inference.engine.fetch import FetchGate, FetchPolicy
 
 _engine: Engine | None = None
 _lock = threading.Lock()
@@ -47,9 +49,8 @@ def provider_config() -> ProviderConfig:
     """
 
     def fetch_image(url: str) -> bytes:
-        from inference.engine.fetch import fetch_url
-
-        return fetch_url(url, _fetch_policy())
+        (body,) = _fetch_gate().fetch_all([url], _fetch_policy())  # bounded like the engine's fetches
+        return body
 
     return ProviderConfig(
         bases={
@@ -66,6 +67,26 @@ def provider_config() -> ProviderConfig:
     )
 
 
+def prefetch_images(requests: Sequence[EmbedRequest]) -> list[EmbedRequest]:
+    """The requests with their image URLs fetched (through the bounded fetch gate), ready for the workers."""
+    if not any(r.input_type == InputType.IMAGE for r in requests):
+        return list(requests)
+    from inference.engine.images import prefetch_urls
+
+    # A model that is not installed fails in the engine's checks: fetch nothing for it.
+    runnable = [r for r in requests if catalog.is_installed(settings.MODELS_DIR, r.model)]
+    if len(runnable) < len(requests):
+        return list(requests)
+    return prefetch_urls(requests, _fetch_gate(), _fetch_policy())
+
+
+@functools.cache
+def _fetch_gate() -> FetchGate:
+    from inference.engine.fetch import FetchGate
+
+    return FetchGate(settings.IMAGE_FETCH_CONCURRENCY)
+
+
 def _fetch_policy() -> FetchPolicy:
     from inference.engine.fetch import FetchPolicy
 
@@ -73,6 +94,7 @@ def _fetch_policy() -> FetchPolicy:
         "allow_hosts": frozenset(settings.IMAGE_FETCH_ALLOW_HOSTS),
         "connect_timeout": settings.IMAGE_FETCH_CONNECT_TIMEOUT,
         "read_timeout": settings.IMAGE_FETCH_READ_TIMEOUT,
+        "total_timeout": settings.IMAGE_FETCH_TOTAL_TIMEOUT,
         "max_bytes": settings.IMAGE_FETCH_MAX_BYTES,
         "max_pixels": settings.IMAGE_MAX_PIXELS,
     }

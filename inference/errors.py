@@ -159,6 +159,8 @@ def from_exception(exc: BaseException) -> ApiError:
         return ApiError(exc.message, status=exc.status_code)
     if isinstance(exc, EngineError):
         retry_after = getattr(exc, "retry_after", None)
+        if exc.status_code == 503:  # busy, not broken: retry shortly
+            return Unavailable(str(exc), retry_after=retry_after)
         if exc.status_code >= 500:
             logger.error("inference failed: %s", exc)
             return InternalError(f"Inference service error: {exc}", status=exc.status_code)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Concatenate
 
 from inference import catalog, hooks, idempotency, inflight, providers
-from inference.embedding import get_engine, provider_config
+from inference.embedding import get_engine, prefetch_images, provider_config
 from inference.engine.engine import Embeddings
 from inference.engine.types import EmbedRequest
 from inference.errors import Forbidden, NotFound, Unauthorized, Unavailable
@@ -173,7 +173,8 @@ class _Metering:
         # requests cannot all pass one check and overshoot the limit together.
         reservation = hooks.meter().reserve(self.cluster.id, catalog.token_bound(requests))
         try:
-            embeddings = get_engine().embed(requests)
+            # Image URLs are fetched here, in a bounded pool, so that no ONNX worker waits on the network.
+            embeddings = get_engine().embed(prefetch_images(requests))
         except BaseException:
             reservation.settle(0)
             raise

@@ -16,6 +16,7 @@ therefore deny-by-default ("private address refused" lives in :func:`blocked_rea
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import http.client
 import ipaddress
@@ -24,10 +25,11 @@ import socket
 import ssl
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin, urlsplit
 
-from .types import ImageFetchError
+from .types import EngineError, ImageFetchError
 
 logger = logging.getLogger(__name__)
 
@@ -150,8 +152,9 @@ def _check_url(url: str, policy: FetchPolicy, *, redirected: bool, deadline: flo
         for address in addresses:
             reason = blocked_reason(address)
             if reason is not None:
-                logger.info("Refused image URL host %s: resolves to %s address %s", host, reason, address)
-                raise ImageFetchError(f"Image URL host resolves to a {reason} address: {address}")
+                logger.info("Refused image URL host %s: resolves to a %s address", host, reason)
+                # The host the caller gave, never the address it resolved to (that would map our network).
+                raise ImageFetchError(f"Image URL host {host!r} resolves to a {reason} address.")
 
     path = parts.path or "/"
     if parts.query:
@@ -411,3 +414,48 @@ def blocked_reason(address: IPAddress) -> str | None:
     if not address.is_global:
         return "non-public"
     return None
+
+
+class FetchesBusy(EngineError):
+    """Every fetch slot is taken by other requests: refused at once, retry shortly (503, Retry-After)."""
+
+    status_code = 503
+    retry_after = 2
+
+
+class FetchGate:
+    """Image URLs are fetched here: on threads of their own, for at most `requests` requests at once.
+
+    A slow image server cannot tie up the web threads or the ONNX workers: a request fetches only once it
+    got one of the gate's slots (refused at once with :class:`FetchesBusy` when none is free), its images
+    are fetched on the gate's threads, and every fetch ends by the policy's total deadline, however slowly
+    the server drips. Sized below the web server's threads, so health checks and other clusters' requests
+    always find a thread.
+    """
+
+    def __init__(self, requests: int, per_request: int = 4) -> None:
+        self._slots = threading.BoundedSemaphore(requests)
+        self._per_request = per_request
+        self._pool = ThreadPoolExecutor(requests * per_request, thread_name_prefix="image-fetch")
+
+    def fetch_all(self, urls: list[str], policy: FetchPolicy) -> list[bytes]:
+        """The bodies of `urls`, in order; FetchesBusy when no slot is free, ImageFetchError on failure."""
+        if not urls:
+            return []
+        if not self._slots.acquire(blocking=False):
+            raise FetchesBusy("Too many image fetches are in progress; retry shortly.")
+        try:
+            # One deadline for the request's whole batch of images, as for a single URL.
+            deadline = time.monotonic() + policy.total_timeout
+            bodies: list[bytes] = []
+            for start in range(0, len(urls), self._per_request):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ImageFetchError("Image URL timed out.")
+                bounded = dataclasses.replace(policy, total_timeout=remaining)
+                chunk = urls[start : start + self._per_request]
+                futures = [self._pool.submit(fetch_url, url, bounded) for url in chunk]
+                bodies += [future.result() for future in futures]  # each ends by its own deadline
+            return bodies
+        finally:
+            self._slots.release()

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import io
 import re
 import threading
 import warnings
+from collections.abc import Sequence
 from urllib.parse import unquote_to_bytes
 
 from PIL import Image, UnidentifiedImageError
 
-from .fetch import FetchPolicy, fetch_url
-from .types import ImageFetchError, InvalidInput
+from .fetch import FetchGate, FetchPolicy, fetch_url
+from .types import EmbedRequest, ImageFetchError, InputType, InvalidInput
 
 __all__ = ["ALLOWED_FORMATS", "FetchPolicy", "decode_image", "load_image"]
 
@@ -158,3 +160,28 @@ def _json_type(value: object) -> str:
     if isinstance(value, list | tuple):
         return "an array"
     return type(value).__name__
+
+
+def prefetch_urls(
+    requests: Sequence[EmbedRequest], gate: FetchGate, policy: FetchPolicy
+) -> list[EmbedRequest]:
+    """The requests with every image URL fetched through `gate` and put inline (as a data URL).
+
+    Called by the web process before the requests reach the ONNX workers, so that no worker ever waits on
+    the network: a slow image server holds one of the gate's slots, never a model.
+    """
+    positions = [
+        i
+        for i, request in enumerate(requests)
+        if request.input_type == InputType.IMAGE
+        and isinstance(request.data, str)
+        and request.data.strip().lower().startswith(("http://", "https://"))
+    ]
+    if not positions:
+        return list(requests)
+    bodies = gate.fetch_all([str(requests[i].data).strip() for i in positions], policy)
+    fetched = list(requests)
+    for i, body in zip(positions, bodies, strict=True):
+        inline = "data:application/octet-stream;base64," + base64.b64encode(body).decode("ascii")
+        fetched[i] = dataclasses.replace(requests[i], data=inline)
+    return fetched

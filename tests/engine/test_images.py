@@ -612,7 +612,7 @@ def test_loopback_is_refused_without_an_allow_list(
     http_server: LocalServer, connections: list[tuple[str, int]]
 ) -> None:
     url = http_server.route("/img.png", serve(solid("red")))
-    with pytest.raises(ImageFetchError, match=re.escape("resolves to a loopback address: 127.0.0.1")):
+    with pytest.raises(ImageFetchError, match=re.escape("resolves to a loopback address")):
         load_image(url, FetchPolicy())
     assert http_server.paths == []
     assert connections == []
@@ -627,23 +627,23 @@ def test_allow_list_is_per_port(http_server: LocalServer, other_server: LocalSer
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("http://169.254.169.254/latest/meta-data/", "link-local address: 169.254.169.254"),
-        ("http://10.0.0.1/x.png", "private address: 10.0.0.1"),
-        ("http://192.168.1.1/x.png", "private address: 192.168.1.1"),
-        ("http://172.16.5.4:8080/x.png", "private address: 172.16.5.4"),
-        ("http://100.64.0.1/x.png", "non-public address: 100.64.0.1"),
-        ("http://0.0.0.0/x.png", "unspecified address: 0.0.0.0"),
-        ("http://224.0.0.1/x.png", "multicast address: 224.0.0.1"),
-        ("http://240.0.0.1/x.png", "private address: 240.0.0.1"),
-        ("http://[::1]/x.png", "loopback address: ::1"),
-        ("http://[::ffff:127.0.0.1]/x.png", "loopback address: ::ffff:7f00:1"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local address"),
+        ("http://10.0.0.1/x.png", "private address"),
+        ("http://192.168.1.1/x.png", "private address"),
+        ("http://172.16.5.4:8080/x.png", "private address"),
+        ("http://100.64.0.1/x.png", "non-public address"),
+        ("http://0.0.0.0/x.png", "unspecified address"),
+        ("http://224.0.0.1/x.png", "multicast address"),
+        ("http://240.0.0.1/x.png", "private address"),
+        ("http://[::1]/x.png", "loopback address"),
+        ("http://[::ffff:127.0.0.1]/x.png", "loopback address"),
         ("http://[::ffff:169.254.169.254]/x.png", "link-local address"),
         ("http://[::ffff:10.0.0.1]/x.png", "private address"),
         ("http://[64:ff9b::a9fe:a9fe]/x.png", "link-local address"),  # NAT64 of 169.254.169.254
         ("http://[2002:a00:1::]/x.png", "private address"),  # 6to4 of 10.0.0.1
-        ("http://[fe80::1]/x.png", "link-local address: fe80::1"),
-        ("http://[fc00::1]/x.png", "private address: fc00::1"),
-        ("https://169.254.169.254/", "link-local address: 169.254.169.254"),
+        ("http://[fe80::1]/x.png", "link-local address"),
+        ("http://[fc00::1]/x.png", "private address"),
+        ("https://169.254.169.254/", "link-local address"),
     ],
 )
 def test_non_public_addresses_fail_fast_without_connecting(
@@ -660,7 +660,7 @@ def test_non_public_addresses_fail_fast_without_connecting(
 def test_odd_numeric_hosts_are_judged_by_what_they_resolve_to(
     host: str, address: str, connections: list[tuple[str, int]]
 ) -> None:
-    with pytest.raises(ImageFetchError, match=re.escape(f"loopback address: {address}")):
+    with pytest.raises(ImageFetchError, match=re.escape(f"host {host!r} resolves to a loopback address")):
         load_image(f"http://{host}/x.png", FetchPolicy())
     assert connections == []
 
@@ -675,8 +675,11 @@ def test_any_private_address_among_the_answers_refuses_the_host(
     monkeypatch: pytest.MonkeyPatch, connections: list[tuple[str, int]]
 ) -> None:
     fake_dns(monkeypatch, {"mixed.example": [["93.184.216.34", "10.1.2.3"]]})
-    with pytest.raises(ImageFetchError, match=re.escape("private address: 10.1.2.3")):
+    with pytest.raises(
+        ImageFetchError, match=re.escape("host 'mixed.example' resolves to a private address")
+    ) as e:
         load_image("http://mixed.example/x.png", FetchPolicy())
+    assert "10.1.2.3" not in str(e.value)  # the caller learns nothing of what the name resolves to
     assert connections == []
 
 
@@ -693,7 +696,7 @@ def test_redirect_to_a_private_address_is_not_followed(
     http_server: LocalServer, connections: list[tuple[str, int]]
 ) -> None:
     url = http_server.route("/to-private", redirect("http://10.0.0.1/x"))
-    with pytest.raises(ImageFetchError, match=re.escape("private address: 10.0.0.1")):
+    with pytest.raises(ImageFetchError, match=re.escape("private address")):
         load_image(url, http_server.policy())
     assert http_server.paths == ["/to-private"]
     assert connections == [("127.0.0.1", http_server.port)]
@@ -703,7 +706,7 @@ def test_redirect_to_another_local_port_is_not_followed(
     http_server: LocalServer, other_server: LocalServer, connections: list[tuple[str, int]]
 ) -> None:
     url = http_server.route("/to-other", redirect(other_server.url("/")))
-    with pytest.raises(ImageFetchError, match=re.escape("loopback address: 127.0.0.1")):
+    with pytest.raises(ImageFetchError, match=re.escape("loopback address")):
         load_image(url, http_server.policy())
     assert http_server.paths == ["/to-other"]
     assert other_server.paths == []
