@@ -7,6 +7,7 @@ flag in this file: the catalog lists models that cannot be installed on this mac
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -301,6 +302,31 @@ def resolve(models_dir: Path, name: str) -> tuple[ModelSpec, Path]:
             f"Model '{entry.name}' is in the catalog but its weights are not installed on this server."
         )
     return entry.spec, path
+
+
+# The most characters one token of these tokenizers covers (WordPiece's `max_input_chars_per_word`; a longer
+# word becomes one [UNK]). A text longer than context window x this can only lose what the model would
+# have truncated anyway, unless it holds very long runs of white space, which carry no meaning.
+MAX_CHARS_PER_TOKEN = 100
+
+
+def cut_texts(requests: Sequence[EmbedRequest]) -> list[EmbedRequest]:
+    """The requests with each text cut, by characters, to what its model's context window can use.
+
+    Done before tokenization, so a 10 MiB text costs about what a text of one context window costs (its
+    billed tokens), in time and in memory. Models without a window (BM25) read their whole text.
+    """
+    cut = list(requests)
+    for i, request in enumerate(requests):
+        entry = find(request.model)
+        if request.input_type != InputType.TEXT or not isinstance(request.data, str):
+            continue
+        if entry is None or entry.spec.context_window is None:
+            continue
+        limit = entry.spec.context_window * MAX_CHARS_PER_TOKEN
+        if len(request.data) > limit:
+            cut[i] = dataclasses.replace(request, data=request.data[:limit])
+    return cut
 
 
 # Slack for what a runner adds to a text besides its characters: special tokens and E5's "query: " prefix.

@@ -171,6 +171,7 @@ class _Metering:
         so they are neither limited nor priced here)."""
         # Over the limit: refused before any model runs. The bound is reserved atomically, so concurrent
         # requests cannot all pass one check and overshoot the limit together.
+        requests = catalog.cut_texts(requests)  # a huge text costs what its context window bills
         reservation = hooks.meter().reserve(self.cluster.id, catalog.token_bound(requests))
         try:
             # Image URLs are fetched here, in a bounded pool, so that no ONNX worker waits on the network.
