@@ -185,6 +185,10 @@ CELERY_BEAT_SCHEDULE = {
     "purge-idempotency-keys": {"task": "inference.tasks.purge_idempotency_keys", "schedule": 3600.0},
 }
 
+# How long a web process keeps an API key or a cluster's state (console/clusters/directory.py); changes made
+# in the process apply at once, others (the restart worker's last step) within this.
+DIRECTORY_CACHE_SECONDS = env_float("DIRECTORY_CACHE_SECONDS", 1.0)
+
 # --- tokens-per-minute limits (billing/limits.py) -----------------------------------------------------
 # Redis shared by every web process for the limit's counters; empty = this process's memory.
 LIMITS_REDIS_URL = env_str("LIMITS_REDIS_URL", "")

@@ -138,6 +138,12 @@ class Unsupported(ApiError):
     prefix = "Not implemented: "
 
 
+class DeadlineExceeded(ApiError):
+    """504: the caller's deadline passed before the request could finish; nothing was written."""
+
+    status = 504
+
+
 class Unavailable(ApiError):
     """503: the cluster cannot serve right now (restarting, overloaded); `retry_after` says when to retry."""
 

@@ -20,6 +20,7 @@ Errors are `inference.errors.ApiError`s (or anything `errors.from_exception` cla
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from inference import catalog, hooks, idempotency, inflight, providers
 from inference.embedding import get_engine, prefetch_images, provider_config
 from inference.engine.engine import Embeddings
 from inference.engine.types import EmbedRequest
-from inference.errors import Forbidden, NotFound, Unauthorized, Unavailable
+from inference.errors import DeadlineExceeded, Forbidden, NotFound, Unauthorized, Unavailable
 from inference.hooks import ClusterInfo
 from inference.resolution import Resolver
 from inference.usage import emit_usage, refund_usage
@@ -103,6 +104,7 @@ def serve(
     request_id: str | None = None,
     fingerprint: str | None = None,
     provider_keys: Mapping[str, str] | None = None,
+    deadline: float | None = None,
     **kwargs: Any,
 ) -> Served:
     """Run one operation for a cluster under the gateway's rules (see the module docstring).
@@ -110,7 +112,8 @@ def serve(
     `request_id` is the client's Idempotency-Key, if it sent one, and `fingerprint` identifies the request
     (`idempotency.fingerprint` of its method, path and body); without a fingerprint the key only tags usage.
     `provider_keys` are the request's `<provider>-api-key` headers (lower-case names): the keys of the
-    caller's accounts at external providers, used for this request only and never kept.
+    caller's accounts at external providers, used for this request only and never kept. `deadline` (a
+    `time.monotonic()` instant, gRPC's) is checked once the models ran: past it, nothing is written.
     """
     with inflight.track(cluster_id):
         # Read the state once counted: a restart that begins after this read waits for us to finish.
@@ -125,7 +128,7 @@ def serve(
             replay = idempotency.claim(cluster_id=cluster.id, key=key, fingerprint=fingerprint)
             if replay is not None:
                 return Served(result=replay.result, usage=replay.usage)
-        metering = _Metering(cluster, request_id or uuid.uuid4().hex, provider_keys or {})
+        metering = _Metering(cluster, request_id or uuid.uuid4().hex, provider_keys or {}, deadline)
         try:
             result, usage = operation(Context(cluster=cluster, embed=metering.embed), **kwargs)
         except BaseException:
@@ -148,10 +151,13 @@ class _Metering:
     requests with vectors only are never limited.
     """
 
-    def __init__(self, cluster: ClusterInfo, request_id: str, provider_keys: Mapping[str, str]) -> None:
+    def __init__(
+        self, cluster: ClusterInfo, request_id: str, provider_keys: Mapping[str, str], deadline: float | None
+    ) -> None:
         self.cluster = cluster
         self.request_id = request_id
         self.provider_keys = provider_keys
+        self.deadline = deadline
         self.recorded: frozenset[str] = frozenset()
 
     def embed(self, requests: Sequence[EmbedRequest]) -> Embeddings:
@@ -164,6 +170,9 @@ class _Metering:
         self.recorded |= emit_usage(
             cluster_id=self.cluster.id, request_id=self.request_id, usage=embeddings.usage
         )
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            # The caller gave up: fail before the operation writes anything (the usage is refunded).
+            raise DeadlineExceeded("Deadline Exceeded")
         return embeddings
 
     def _local(self, requests: Sequence[EmbedRequest]) -> Embeddings:

@@ -25,3 +25,13 @@ class DataPlaneClient:
             headers={**self.headers, **headers},
         )
         return response.status_code, response.json()
+
+
+def cluster_update(cluster_id: str, **fields: Any) -> None:
+    """Change a cluster's row behind the services' back, as a test sets up a state, and drop this process's
+    cached copy (`console.clusters.directory`), as the services' own writes do."""
+    from console.clusters.directory import forget_cluster
+    from console.clusters.models import Cluster
+
+    Cluster.objects.filter(pk=cluster_id).update(**fields)
+    forget_cluster(cluster_id)

@@ -16,7 +16,8 @@ class ClustersConfig(AppConfig):
 
     def ready(self) -> None:
         """Serve inference's reads of keys and clusters (`inference.hooks.Directory`)."""
-        from console.clusters.directory import ClusterDirectory  # needs the app registry
+        from console.clusters.directory import ClusterDirectory, connect_invalidation  # needs the registry
         from inference import hooks
 
         hooks.register_directory(ClusterDirectory())
+        connect_invalidation()

@@ -42,7 +42,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from console.clusters.directory import cluster_info
+from console.clusters.directory import cluster_info, forget_cluster
 from console.clusters.models import Cluster, RestartJob
 from inference import runtime
 from inference.hooks import ClusterInfo
@@ -153,6 +153,7 @@ def restart_step(request: HttpRequest, cluster_id: str, step: str) -> JsonRespon
     # A worker that lost its job (reaped, failed) must not drain or reopen a cluster that is serving.
     if job is None or job.state != RestartJob.State.RUNNING or cluster.status != Cluster.Status.RESTARTING:
         return _error(f"restart job {job_id} of cluster {cluster_id} is not running", 409)
+    forget_cluster(cluster_id)  # from now on requests read "restarting" fresh, not from this process's cache
     try:
         detail = run(cluster_info(cluster), job)
     except runtime.StepFailed as exc:

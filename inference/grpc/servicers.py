@@ -25,7 +25,7 @@ from qdrant_client import grpc as pb
 
 from inference import gateway, idempotency, providers
 from inference.dataplane import services
-from inference.errors import ApiError, Unsupported
+from inference.errors import DeadlineExceeded, Unsupported
 from inference.gateway import Operation, Served
 from inference.grpc import convert
 from inference.grpc.errors import abort
@@ -34,12 +34,6 @@ QDRANT_VERSION = importlib.metadata.version("qdrant-client")  # a server version
 M = TypeVar("M")
 Build = Callable[[], dict[str, Any]]
 Respond = Callable[[Served, float], M]
-
-
-class DeadlineExceeded(ApiError):
-    """The caller's deadline passed before the operation could start."""
-
-    status = 504
 
 
 def metadata_of(context: grpc.ServicerContext) -> dict[str, str]:
@@ -91,6 +85,7 @@ def serve_rpc(
             if key is not None
             else None,
             provider_keys={k: v for k, v in metadata.items() if k in providers.KEY_HEADERS and v},
+            deadline=None if remaining is None else time.monotonic() + remaining,
             **kwargs,
         )
         return respond(served, time.perf_counter() - started)

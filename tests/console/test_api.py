@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 from console.clusters.models import Cluster, InferenceToggle, Membership, RestartJob
 from console.clusters.services import CreatedCluster, CreatedUser, user_create
 from tests.fixtures import AP, EU, NEW, OLD, US, memory_queue_messages
+from tests.helpers import cluster_update
 
 pytestmark = pytest.mark.django_db
 
@@ -81,7 +82,7 @@ def test_turning_off_is_allowed_on_an_ineligible_cluster(
 ) -> None:
     # A cluster that somehow has inference on (e.g. moved to the free tier) can always be turned off.
     cluster = make_cluster(tier="free", region=EU)
-    Cluster.objects.filter(pk=cluster.cluster.pk).update(inference_enabled=True)
+    cluster_update(cluster.cluster.pk, inference_enabled=True)
     response = admin_api.patch(url(cluster), {"enabled": False}, format="json")
     assert response.status_code == 202
     assert response.json()["job"]["target_enabled"] is False
@@ -174,9 +175,11 @@ def test_toggle_queues_the_task_on_commit_only(
 ) -> None:
     cluster = make_cluster()
     memory_queue_messages()  # start from an empty queue
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:  # type: ignore[attr-defined]
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:  # type: ignore[attr-defined]
         job_id = admin_api.patch(url(cluster), {"enabled": True}, format="json").json()["job"]["id"]
-    assert len(callbacks) == 1
+    assert memory_queue_messages() == []  # nothing is sent before the transaction commits
+    for callback in callbacks:
+        callback()
     assert memory_queue_messages() == [("console.clusters.tasks.restart_cluster", [job_id])]
     job = admin_api.get(f"/api/v1/jobs/{job_id}").json()
     assert (job["cluster_id"], job["state"], job["requested_by"], job["progress"]) == (

@@ -24,6 +24,7 @@ from console.clusters.services import CreatedCluster, CreatedUser, cluster_creat
 from console.clusters.tasks import restart_cluster
 from inference import inflight, stores
 from tests.fixtures import NEW, job_state, wait_for
+from tests.helpers import cluster_update
 
 
 def signed_post(client: Client, cluster_id: str, step: str, job_id: int, token: str | None = None) -> Any:
@@ -86,7 +87,7 @@ class TestControlEndpoint:
         assert "not running" in gone.json()["error"]
 
     def test_a_drain_on_a_serving_cluster_is_refused(self, running_job: RestartJob) -> None:
-        Cluster.objects.filter(pk=running_job.cluster_id).update(status="running")
+        cluster_update(running_job.cluster_id, status="running")
         assert signed_post(Client(), running_job.cluster_id, "drain", running_job.pk).status_code == 409
 
 

@@ -12,7 +12,7 @@ from console.clusters.models import ApiKey, Cluster
 from console.clusters.services import CreatedCluster, api_key_create, cluster_create
 from inference.usage import UsageEvent
 from tests.conftest import BM25, MINILM
-from tests.helpers import DataPlaneClient
+from tests.helpers import DataPlaneClient, cluster_update
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -179,7 +179,7 @@ def test_auth_matrix(cluster: CreatedCluster, api: Api) -> None:
 def test_inference_off_refuses_objects_but_takes_vectors(
     cluster: CreatedCluster, api: Api, usage_events: list[UsageEvent]
 ) -> None:
-    Cluster.objects.filter(pk=cluster.cluster.pk).update(inference_enabled=False)
+    cluster_update(cluster.cluster.pk, inference_enabled=False)
     status, body = api.call(
         "put", "/collections/c/points", {"points": [{"id": 1, "vector": {"dense": doc("x")}}]}
     )
@@ -190,7 +190,7 @@ def test_inference_off_refuses_objects_but_takes_vectors(
 
 
 def test_restarting_cluster_answers_503_with_retry_after(cluster: CreatedCluster, api: Api) -> None:
-    Cluster.objects.filter(pk=cluster.cluster.pk).update(status=Cluster.Status.RESTARTING)
+    cluster_update(cluster.cluster.pk, status=Cluster.Status.RESTARTING)
     response = api.client.get(api.base + "/collections", headers=api.headers)
     assert response.status_code == 503
     assert int(response.headers["Retry-After"]) > 0

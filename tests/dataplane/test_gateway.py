@@ -13,7 +13,7 @@ from console.clusters.models import Cluster
 from console.clusters.services import CreatedCluster
 from inference.usage import UsageEvent
 from tests.conftest import MINILM
-from tests.helpers import DataPlaneClient
+from tests.helpers import DataPlaneClient, cluster_update
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,14 +31,14 @@ def inference_service(cluster: CreatedCluster) -> tuple[int, dict[str, Any], dic
 def test_inference_service_answers_503_while_its_cluster_restarts(
     cluster: CreatedCluster, usage_events: list[UsageEvent]
 ) -> None:
-    Cluster.objects.filter(pk=cluster.cluster.pk).update(status=Cluster.Status.RESTARTING)
+    cluster_update(cluster.cluster.pk, status=Cluster.Status.RESTARTING)
     status, body, headers = inference_service(cluster)
     assert status == 503, body
     assert "restarting" in body["error"]
     assert int(headers["Retry-After"]) > 0
     assert usage_events == []  # nothing ran, nothing billed
 
-    Cluster.objects.filter(pk=cluster.cluster.pk).update(status=Cluster.Status.RUNNING)
+    cluster_update(cluster.cluster.pk, status=Cluster.Status.RUNNING)
     status, body, _ = inference_service(cluster)
     assert status == 200 and len(body["embeddings"]) == 1
 

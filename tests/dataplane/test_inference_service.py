@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from django.test import Client
 
-from console.clusters.models import Cluster
 from console.clusters.services import CreatedCluster
 from inference.embedding import get_engine
 from inference.engine.types import EmbedRequest, InputType, Kind
 from inference.usage import UsageEvent
 from tests.conftest import BM25, MINILM
+from tests.helpers import cluster_update
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -72,5 +72,5 @@ def test_token_is_required_and_cluster_must_have_inference(cluster: CreatedClust
     inputs = [{"data": "x", "data_type": "text", "model": MINILM}]
     assert post({"inputs": inputs, "inference": "update", "token": None})[0] == 401
     assert post({"inputs": inputs, "inference": "update", "token": "qit_wrong"})[0] == 401
-    Cluster.objects.filter(pk=cluster.cluster.pk).update(inference_enabled=False)
+    cluster_update(cluster.cluster.pk, inference_enabled=False)
     assert post({"inputs": inputs, "inference": "update", "token": cluster.inference_token})[0] == 403

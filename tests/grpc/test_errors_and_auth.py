@@ -20,6 +20,7 @@ from inference.grpc.server import build_server
 from inference.usage import UsageEvent
 from tests.conftest import BM25, MINILM
 from tests.grpc.conftest import Stubs
+from tests.helpers import cluster_update
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -140,7 +141,7 @@ def test_auth_matrix(setup: Stubs, cluster: CreatedCluster) -> None:
 
 
 def test_restarting_cluster_is_unavailable_with_retry_after(setup: Stubs, cluster: CreatedCluster) -> None:
-    Cluster.objects.filter(pk=cluster.cluster.pk).update(status=Cluster.Status.RESTARTING)
+    cluster_update(cluster.cluster.pk, status=Cluster.Status.RESTARTING)
     call = setup.points.Count.with_call
     error = error_of(lambda: call(pb.CountPoints(collection_name="small"), metadata=key(cluster.api_key)))
     assert_status(error, grpc.StatusCode.UNAVAILABLE, "restarting")
