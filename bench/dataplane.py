@@ -6,7 +6,8 @@ checkout (`--checkout DIR`, default this repository) on a free port and a tempor
 MODELS_DIR comes from the environment (default: the settings' default). Then it prints:
 
 - fastembed in-process (threads = cores) on the same MiniLM-L6 int8 files: batched sentences/s (batches of
-  32, best of 3) and single-embed p50;
+  32, best of 3) and single-embed p50, measured before and after the server runs (the best of the two is
+  the baseline: the machine is shared and a noisy moment must not flatter the ratios);
 - (1) bulk: upsert of 32 Documents per request, sequential: sentences/s and the ratio to fastembed;
 - (2) N concurrent clients (default 16), each sending one Document query at a time for a fixed time:
   queries/s, the ratio to fastembed's sentences/s, p50 and p99;
@@ -374,8 +375,8 @@ def concurrent(server: Server, clients: int, seconds: float, warmup: float) -> L
 # --- fastembed baseline ----------------------------------------------------------------------------------
 
 
-def fastembed_baseline(model_dir: Path, batch: int) -> tuple[float, float]:
-    """fastembed in-process on the same files: batched sentences/s (best of 3) and single-embed p50 (ms)."""
+def load_fastembed(model_dir: Path) -> Any:
+    """fastembed's TextEmbedding over the same files, on every core, truncating at the catalog's 256."""
     from fastembed import TextEmbedding
     from fastembed.common.model_description import ModelSource, PoolingType
 
@@ -391,8 +392,13 @@ def fastembed_baseline(model_dir: Path, batch: int) -> tuple[float, float]:
         )
     model = TextEmbedding(name, specific_model_path=str(model_dir), threads=os.cpu_count() or 1)
     model.model.tokenizer.enable_truncation(max_length=256)  # type: ignore[attr-defined]
+    list(model.embed(sentences(64, seed=8), batch_size=32))
+    return model
+
+
+def fastembed_baseline(model: Any, batch: int) -> tuple[float, float]:
+    """fastembed in-process: batched sentences/s (best of 3 over 512) and single-embed p50 (ms, 200 texts)."""
     texts = sentences(512, seed=9)
-    list(model.embed(texts[:64], batch_size=batch))
     times = []
     for _ in range(3):
         start = time.perf_counter()
@@ -434,7 +440,8 @@ def summarize_folded(path: Path, top: int) -> None:
     buckets: Counter[str] = Counter()
     groups = {
         "Django ORM / DB driver": ("django/db/", "sqlite3", "psycopg"),
-        "qdrant-edge calls (EdgeShard)": ("EdgeShard", "qdrant_edge"),
+        # py-spy shows no native frames: time inside EdgeShard's binding is EdgeStore's own (self) time.
+        "vector storage (inference/storage, incl. EdgeShard)": ("inference/storage/", "qdrant_edge"),
         "engine (inference/engine)": ("inference/engine/",),
         "billing": ("billing/",),
         "DRF / Django request handling": ("rest_framework/", "django/core/handlers", "django/middleware"),
@@ -553,48 +560,50 @@ def main() -> None:
         serve(checkout, models_dir, Path(tmp), extra_env) as server,
     ):
         worker = worker_pid(server.master_pid)
-        fe_rate, fe_single = fastembed_baseline(model_dir, args.batch)
-        print(
-            f"fastembed in-process (threads={cores}): {fe_rate:.0f} sentences/s batched ({args.batch}), "
-            f"single embed p50 {fe_single:.2f} ms"
-        )
+        fastembed = load_fastembed(model_dir)
+        baselines = [fastembed_baseline(fastembed, args.batch)]
 
         setup = Client(server)
         setup.ok("PUT", f"/collections/{COLLECTION}", {"vectors": {"size": DIM, "distance": "Cosine"}})
         setup.close()
-
         rate = bulk(server, args.bulk_requests, args.batch)
-        print(
-            f"(1) bulk upsert, {args.batch} Documents/request, sequential, {args.bulk_requests} requests: "
-            f"{rate:.0f} sentences/s, ratio to fastembed {rate / fe_rate:.2f}x"
-        )
-
         singles = sequential(server, [document(t) for t in sentences(args.singles + 5, seed=2)])
-        s50, s99 = percentiles(singles)
-        print(
-            f"(3) single Document query p50 {s50:.2f} ms (p99 {s99:.2f}), minus fastembed single embed: "
-            f"{s50 - fe_single:+.2f} ms"
-        )
-
-        vectors = (
-            np.random.default_rng(3).uniform(-1, 1, size=(args.raws + 5, DIM)).astype(np.float32).tolist()
-        )
+        rng = np.random.default_rng(3)
+        vectors = rng.uniform(-1, 1, size=(args.raws + 5, DIM)).astype(np.float32).tolist()
         raws = sequential(server, vectors)
-        r50, r99 = percentiles(raws)
-        print(f"(4) raw-vector query p50 {r50:.2f} ms (p99 {r99:.2f})")
+        with profiling(args.py_spy, worker, args.seconds, args.profile_out):
+            load = concurrent(server, args.clients, args.seconds, warmup=1.0)
+        rss = peak_rss_mb(worker)
+        baselines.append(fastembed_baseline(fastembed, args.batch))
 
-        seconds = args.seconds
-        with profiling(args.py_spy, worker, seconds, args.profile_out):
-            load = concurrent(server, args.clients, seconds, warmup=1.0)
-        c50, c99 = percentiles(load.latencies) if load.latencies else (float("nan"), float("nan"))
-        errors = f", errors {dict(load.errors)}" if load.errors else ""
-        print(
-            f"(2) {args.clients} concurrent clients, one Document query each, {seconds:.0f} s: "
-            f"{load.rate:.0f} queries/s, ratio to fastembed {load.rate / fe_rate:.2f}x, "
-            f"p50 {c50:.1f} ms, p99 {c99:.1f} ms "
-            f"(p99/p50 {c99 / c50:.1f}){errors}"
-        )
-        print(f"web process (gunicorn worker {worker}) peak RSS: {peak_rss_mb(worker):.0f} MiB")
+    # The machine is shared: the baseline is measured before and after, and its best is used.
+    fe_rate = max(b[0] for b in baselines)
+    fe_single = min(b[1] for b in baselines)
+    print(
+        f"fastembed in-process (threads={cores}): {fe_rate:.0f} sentences/s batched ({args.batch}), "
+        f"single embed p50 {fe_single:.2f} ms (best of before/after: "
+        + ", ".join(f"{r:.0f}/s {p:.2f} ms" for r, p in baselines)
+        + ")"
+    )
+    print(
+        f"(1) bulk upsert, {args.batch} Documents/request, sequential, {args.bulk_requests} requests: "
+        f"{rate:.0f} sentences/s, ratio to fastembed {rate / fe_rate:.2f}x"
+    )
+    c50, c99 = percentiles(load.latencies) if load.latencies else (float("nan"), float("nan"))
+    errors = f", errors {dict(load.errors)}" if load.errors else ""
+    print(
+        f"(2) {args.clients} concurrent clients, one Document query each, {args.seconds:.0f} s: "
+        f"{load.rate:.0f} queries/s, ratio to fastembed {load.rate / fe_rate:.2f}x, "
+        f"p50 {c50:.1f} ms, p99 {c99:.1f} ms (p99/p50 {c99 / c50:.1f}){errors}"
+    )
+    s50, s99 = percentiles(singles)
+    print(
+        f"(3) single Document query p50 {s50:.2f} ms (p99 {s99:.2f}), minus fastembed single embed: "
+        f"{s50 - fe_single:+.2f} ms"
+    )
+    r50, r99 = percentiles(raws)
+    print(f"(4) raw-vector query p50 {r50:.2f} ms (p99 {r99:.2f})")
+    print(f"web process (gunicorn worker) peak RSS: {rss:.0f} MiB")
     if args.py_spy and args.profile_out.exists():
         summarize_folded(args.profile_out, args.profile_top)
 
