@@ -13,7 +13,8 @@ MODELS_DIR comes from the environment (default: the settings' default). Then it 
   queries/s, the ratio to fastembed's sentences/s, p50 and p99;
 - (3) single Document query p50, sequential, minus fastembed's single-embed p50 (ms);
 - (4) raw-vector query p50 (ms, no model);
-- the peak RSS (VmHWM) of the gunicorn worker.
+- the peak RSS (VmHWM) of the gunicorn worker, and its CPU time per sentence / query in (1) and (2): a
+  figure other load on a shared machine disturbs less than wall-clock rates.
 
 Short sentences (5-15 words), every one distinct. Plain HTTP/1.1 keep-alive connections (http.client), so
 client-side overhead stays small. `--py-spy BIN` records a GIL profile of the worker during the concurrent
@@ -227,6 +228,12 @@ def worker_pid(master_pid: int) -> int:
     if len(children) != 1:
         sys.exit(f"expected one gunicorn worker under {master_pid}, found {children}")
     return int(children[0])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (robust to other load on a shared machine)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -566,13 +573,18 @@ def main() -> None:
         setup = Client(server)
         setup.ok("PUT", f"/collections/{COLLECTION}", {"vectors": {"size": DIM, "distance": "Cosine"}})
         setup.close()
+        cpu = cpu_seconds(worker)
         rate = bulk(server, args.bulk_requests, args.batch)
+        bulk_cpu_ms = (cpu_seconds(worker) - cpu) * 1000.0 / ((args.bulk_requests + 2) * args.batch)
         singles = sequential(server, [document(t) for t in sentences(args.singles + 5, seed=2)])
         rng = np.random.default_rng(3)
         vectors = rng.uniform(-1, 1, size=(args.raws + 5, DIM)).astype(np.float32).tolist()
         raws = sequential(server, vectors)
+        cpu = cpu_seconds(worker)
         with profiling(args.py_spy, worker, args.seconds, args.profile_out):
             load = concurrent(server, args.clients, args.seconds, warmup=1.0)
+        served = load.rate * (args.seconds + 1.0)  # the warm-up second included, at about the same rate
+        load_cpu_ms = (cpu_seconds(worker) - cpu) * 1000.0 / max(1.0, served)
         rss = peak_rss_mb(worker)
         baselines.append(fastembed_baseline(fastembed, args.batch))
 
@@ -587,14 +599,16 @@ def main() -> None:
     )
     print(
         f"(1) bulk upsert, {args.batch} Documents/request, sequential, {args.bulk_requests} requests: "
-        f"{rate:.0f} sentences/s, ratio to fastembed {rate / fe_rate:.2f}x"
+        f"{rate:.0f} sentences/s, ratio to fastembed {rate / fe_rate:.2f}x "
+        f"(server CPU {bulk_cpu_ms:.2f} ms/sentence)"
     )
     c50, c99 = percentiles(load.latencies) if load.latencies else (float("nan"), float("nan"))
     errors = f", errors {dict(load.errors)}" if load.errors else ""
     print(
         f"(2) {args.clients} concurrent clients, one Document query each, {args.seconds:.0f} s: "
         f"{load.rate:.0f} queries/s, ratio to fastembed {load.rate / fe_rate:.2f}x, "
-        f"p50 {c50:.1f} ms, p99 {c99:.1f} ms (p99/p50 {c99 / c50:.1f}){errors}"
+        f"p50 {c50:.1f} ms, p99 {c99:.1f} ms (p99/p50 {c99 / c50:.1f}), "
+        f"server CPU ~{load_cpu_ms:.2f} ms/query{errors}"
     )
     s50, s99 = percentiles(singles)
     print(
