@@ -13,8 +13,10 @@ MODELS_DIR comes from the environment (default: the settings' default). Then it 
   queries/s, the ratio to fastembed's sentences/s, p50 and p99;
 - (3) single Document query p50, sequential, minus fastembed's single-embed p50 (ms);
 - (4) raw-vector query p50 (ms, no model);
-- the peak RSS (VmHWM) of the gunicorn worker, and its CPU time per sentence / query in (1) and (2): a
-  figure other load on a shared machine disturbs less than wall-clock rates.
+- the peak RSS (VmHWM) of the gunicorn worker after (1)-(4), and after (5): concurrent upserts of 32
+  Documents of 256+ tokens (the largest batch shape), which shows the memory bound;
+- the worker's CPU time per sentence / query in (1) and (2): a figure other load on a shared machine
+  disturbs less than wall-clock rates.
 
 Short sentences (5-15 words), every one distinct. Plain HTTP/1.1 keep-alive connections (http.client), so
 client-side overhead stays small. `--py-spy BIN` records a GIL profile of the worker during the concurrent
@@ -316,6 +318,35 @@ def bulk(server: Server, count: int, batch: int) -> float:
     return count * batch / elapsed
 
 
+def largest_batches(server: Server, clients: int, requests: int, batch: int) -> float:
+    """`clients` threads each upserting `requests` requests of `batch` Documents of >= 256 tokens (the
+    largest batch shape the model takes); the seconds it took. Run last: it shows the memory bound."""
+    text = " ".join(WORDS * 6)  # ~400 tokens: truncated to the 256-token window
+    failures: list[str] = []
+
+    def one(index: int) -> None:
+        client = Client(server)
+        for r in range(requests):
+            base = 10_000_000 + (index * requests + r) * batch
+            points = [{"id": base + i, "vector": document(f"{base + i} {text}")} for i in range(batch)]
+            status, answer = client.call(
+                "PUT", f"/collections/{COLLECTION}/points?wait=true", {"points": points}
+            )
+            if status != 200:
+                failures.append(f"{status}: {answer.get('status')}")
+        client.close()
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        sys.exit(f"largest-batch upserts failed: {failures[:3]}")
+    return time.perf_counter() - start
+
+
 def sequential(server: Server, queries: Sequence[Any]) -> list[float]:
     """Send queries one after the other (after 5 warm-ups); the latency of each, in seconds."""
     client = Client(server)
@@ -541,6 +572,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=15.0, help="timed length of the concurrent run")
     parser.add_argument("--singles", type=int, default=200, help="timed sequential Document queries")
+    parser.add_argument("--long-clients", type=int, default=2, help="concurrent largest-batch clients")
+    parser.add_argument("--long-requests", type=int, default=1, help="largest-batch upserts per client")
     parser.add_argument("--raws", type=int, default=300, help="timed sequential raw-vector queries")
     parser.add_argument("--env", action="append", default=[], metavar="K=V", help="extra server environment")
     parser.add_argument("--py-spy", help="py-spy binary: profile the worker during the concurrent run")
@@ -586,6 +619,8 @@ def main() -> None:
         served = load.rate * (args.seconds + 1.0)  # the warm-up second included, at about the same rate
         load_cpu_ms = (cpu_seconds(worker) - cpu) * 1000.0 / max(1.0, served)
         rss = peak_rss_mb(worker)
+        long_s = largest_batches(server, args.long_clients, args.long_requests, args.batch)
+        long_rss = peak_rss_mb(worker)
         baselines.append(fastembed_baseline(fastembed, args.batch))
 
     # The machine is shared: the baseline is measured before and after, and its best is used.
@@ -618,6 +653,10 @@ def main() -> None:
     r50, r99 = percentiles(raws)
     print(f"(4) raw-vector query p50 {r50:.2f} ms (p99 {r99:.2f})")
     print(f"web process (gunicorn worker) peak RSS: {rss:.0f} MiB")
+    print(
+        f"(5) largest batch shape: {args.long_clients} clients x {args.long_requests} upserts of "
+        f"{args.batch} Documents of 256+ tokens in {long_s:.1f} s; peak RSS after: {long_rss:.0f} MiB"
+    )
     if args.py_spy and args.profile_out.exists():
         summarize_folded(args.profile_out, args.profile_top)
 
