@@ -233,3 +233,10 @@ def test_a_failing_input_fails_only_its_own_call(models_dir: Path, alone: dict[s
         assert isinstance(got, list)
         for text, result in zip(call, got, strict=True):
             assert cos(result, alone[text]) >= 0.9999
+
+
+def test_the_overload_error_is_answered_as_429_with_retry_after() -> None:
+    from inference import errors
+
+    answer = errors.from_exception(EngineOverloaded("Too many inference requests are waiting", retry_after=2))
+    assert answer.status == 429 and answer.retry_after == 2
