@@ -202,7 +202,9 @@ class InProcessPool:
                 key = (job.spec.name, job.model_dir)
                 self._queues.setdefault(key, (job, []))[1].append(item)
             self._queued += len(items)
-            self._cond.notify_all()
+            if self._idle:
+                # One worker is enough: it wakes the next if work is left (every wake-up costs GIL time).
+                self._cond.notify()
         call.done.wait()
         if call.error is not None:
             raise call.error
@@ -238,6 +240,8 @@ class InProcessPool:
                     while True:
                         taken = self._take_locked(time.monotonic())
                         if isinstance(taken, tuple):
+                            if self._queues and self._idle > 1:  # work left and another worker idle
+                                self._cond.notify()
                             break
                         if self._stopping and not self._queued:
                             return
