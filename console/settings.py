@@ -222,7 +222,15 @@ RESTART_MAX_ATTEMPTS = env_int("RESTART_MAX_ATTEMPTS", 3, minimum=1)  # claims b
 # --- inference engine ----------------------------------------------------------------------------------
 INFERENCE_WORKERS = env_int("INFERENCE_WORKERS", 2, minimum=1)  # in-process ONNX worker threads
 INFERENCE_ONNX_THREADS = env_int("INFERENCE_ONNX_THREADS", 1, minimum=1)  # intra-op threads per session
-INFERENCE_BATCH_SIZE = env_int("INFERENCE_BATCH_SIZE", 32, minimum=1)
+INFERENCE_BATCH_SIZE = env_int("INFERENCE_BATCH_SIZE", 32, minimum=1)  # inputs per model run, at most
+# Dynamic batching: inputs of concurrent requests for one model are merged into one run. A worker holds a
+# partial batch open this long for more to join (0: run at once; requests still merge while workers are busy).
+INFERENCE_BATCH_WAIT_MS = env_float("INFERENCE_BATCH_WAIT_MS", 0.0)
+# Padded tokens per run (inputs x longest input): bounds the largest tensors, hence onnxruntime's arena.
+INFERENCE_TOKEN_BUDGET = env_int("INFERENCE_TOKEN_BUDGET", 1024, minimum=1)
+# Inputs waiting for a worker, at most; beyond that requests get 429 with Retry-After at once.
+INFERENCE_QUEUE_MAX = env_int("INFERENCE_QUEUE_MAX", 1024, minimum=1)
+INFERENCE_ONNX_ARENA = env_bool("INFERENCE_ONNX_ARENA", True)  # onnxruntime's CPU memory arena
 IMAGE_FETCH_ALLOW_HOSTS = env_list("IMAGE_FETCH_ALLOW_HOSTS", [])  # host[:port] allowed to be private
 IMAGE_FETCH_MAX_BYTES = env_int("IMAGE_FETCH_MAX_BYTES", 10 * 1024 * 1024, minimum=1)
 IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 40_000_000, minimum=1)

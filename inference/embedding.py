@@ -103,10 +103,20 @@ def _fetch_policy() -> FetchPolicy:
 
 def _build_engine() -> Engine:
     from inference.engine.engine import Engine
-    from inference.engine.pool import InProcessPool, RunnerSettings
+    from inference.engine.pool import BatchSettings, InProcessPool, RunnerSettings
 
     pool = InProcessPool(
         workers=settings.INFERENCE_WORKERS,
-        settings=RunnerSettings(onnx_threads=settings.INFERENCE_ONNX_THREADS, fetch_policy=_fetch_policy()),
+        settings=RunnerSettings(
+            onnx_threads=settings.INFERENCE_ONNX_THREADS,
+            memory_arena=settings.INFERENCE_ONNX_ARENA,
+            fetch_policy=_fetch_policy(),
+        ),
+        batching=BatchSettings(
+            max_batch=settings.INFERENCE_BATCH_SIZE,
+            token_budget=settings.INFERENCE_TOKEN_BUDGET,
+            max_wait_ms=settings.INFERENCE_BATCH_WAIT_MS,
+            max_queue=settings.INFERENCE_QUEUE_MAX,
+        ),
     )
     return Engine(resolve=resolve_model, pool=pool, batch_size=settings.INFERENCE_BATCH_SIZE)

@@ -1,23 +1,24 @@
 """Worker pools: where model runners are loaded and batches are run.
 
 Callers never touch a runner directly; they hand :class:`BatchJob` lists to a :class:`WorkerPool`. The
-in-process pool below runs jobs on a thread pool (onnxruntime releases the GIL while it computes, so
-threads use every core). A distributed pool (Celery workers on an ``inference`` queue) implements the same
-two methods and needs no change in callers.
+in-process pool below queues the requests of every job and runs them on worker threads (onnxruntime
+releases the GIL while it computes, so threads use every core), merging requests for the same model from
+concurrent calls into one batch: dynamic batching, as TEI and infinity do. A distributed pool (Celery
+workers on an ``inference`` queue) implements the same methods and needs no change in callers.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from .images import FetchPolicy
 from .runner import ModelRunner
-from .types import EmbedRequest, EmbedResult, EngineUnavailable, ModelSpec, Runtime
+from .types import EmbedRequest, EmbedResult, EngineOverloaded, EngineUnavailable, ModelSpec, Runtime
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,10 @@ class WorkerPool(Protocol):
 
 @dataclass(frozen=True)
 class RunnerSettings:
-    """How runners are built: ONNX threads per session and the image fetch policy."""
+    """How runners are built: ONNX threads per session, its memory arena and the image fetch policy."""
 
     onnx_threads: int = 1
+    memory_arena: bool = True
     fetch_policy: FetchPolicy = field(default_factory=FetchPolicy)
 
 
@@ -82,7 +84,9 @@ class RunnerRegistry:
         if spec.runtime is Runtime.ONNX_TEXT:
             from .text import OnnxTextRunner
 
-            return OnnxTextRunner(spec, model_dir, threads=self.settings.onnx_threads)
+            return OnnxTextRunner(
+                spec, model_dir, threads=self.settings.onnx_threads, memory_arena=self.settings.memory_arena
+            )
         if spec.runtime is Runtime.ONNX_IMAGE:
             from .clip import OnnxImageRunner
 
@@ -96,13 +100,72 @@ class RunnerRegistry:
         raise EngineUnavailable(f"Model {spec.name} needs a {spec.runtime.value} runtime this server lacks.")
 
 
-class InProcessPool:
-    """Runs jobs on a pool of threads in this process; sized by the INFERENCE_WORKERS setting."""
+@dataclass(frozen=True)
+class BatchSettings:
+    """How the in-process pool merges requests into batches (settings: INFERENCE_BATCH_*).
 
-    def __init__(self, workers: int, settings: RunnerSettings | None = None) -> None:
+    - `max_batch`: inputs per model run;
+    - `token_budget`: padded tokens per run (inputs x the longest input's estimated tokens), which bounds the
+      largest tensor a run allocates; a single input always runs, even alone over the budget;
+    - `max_wait_ms`: how long a worker holds a partial batch open for more requests to join (0: run what is
+      queued at once; requests still merge whenever they arrive while the workers are busy);
+    - `max_queue`: inputs waiting at most; a call that would go over is refused at once with
+      :class:`EngineOverloaded` (a call larger than the whole queue is admitted only into an empty queue).
+    """
+
+    max_batch: int = 32
+    token_budget: int = 1024
+    max_wait_ms: float = 0.0
+    max_queue: int = 1024
+    retry_after: int = 1  # seconds a refused caller is told to wait
+
+
+@dataclass(eq=False)
+class _Call:
+    """One `run` call: its result slots and the event its thread waits on."""
+
+    results: list[list[EmbedResult | None]]
+    remaining: int
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+@dataclass(eq=False)
+class _Item:
+    """One queued input: where its result goes (call, job, position) and its estimated token length."""
+
+    call: _Call
+    job: int
+    position: int
+    request: EmbedRequest
+    tokens: int
+    queued_at: float
+
+
+class InProcessPool:
+    """Runs jobs on worker threads in this process (INFERENCE_WORKERS), batching across concurrent calls.
+
+    Every input of a call is queued per model; each worker takes the oldest waiting input of a model plus
+    the waiting inputs closest to it in length (little padding), up to `max_batch` inputs and the token
+    budget, and runs them as one batch. While other workers are idle a worker takes only its share of the
+    queue, so one big request is split over every core. Each result goes back to the slot of the call that
+    queued it: a batch mixes calls, results never do. If a merged batch fails, each call's inputs are run
+    again on their own, so one caller's bad input (an image URL that cannot be fetched) fails only that
+    caller.
+    """
+
+    def __init__(
+        self, workers: int, settings: RunnerSettings | None = None, batching: BatchSettings | None = None
+    ) -> None:
         self.registry = RunnerRegistry(settings or RunnerSettings())
         self.workers = workers
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onnx-worker")
+        self.batching = batching or BatchSettings()
+        self._cond = threading.Condition()
+        self._queues: dict[tuple[str, Path], tuple[BatchJob, list[_Item]]] = {}
+        self._queued = 0
+        self._idle = 0
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
 
     def check(self, spec: ModelSpec, model_dir: Path, requests: Sequence[EmbedRequest]) -> None:
         """Check requests against the loaded runner (loading it here is no waste: it runs next)."""
@@ -111,24 +174,174 @@ class InProcessPool:
             runner.check(request)
 
     def run(self, jobs: Sequence[BatchJob]) -> list[list[EmbedResult]]:
-        """Run jobs side by side; a single job runs in the calling thread (no hand-off cost)."""
-        if len(jobs) == 1:
-            return [self._run_one(jobs[0])]
-        futures = [self._executor.submit(self._run_one, job) for job in jobs]
-        return [future.result() for future in futures]
+        """Queue every input of every job, wait for all of them; results per job, in order.
+
+        Raises :class:`EngineOverloaded` at once, queuing nothing, when the queue has no room for the call.
+        """
+        call = _Call(results=[[None] * len(job.requests) for job in jobs], remaining=0)
+        now = time.monotonic()
+        items = [
+            _Item(call, j, k, request, _estimate_tokens(request, job.spec), now)
+            for j, job in enumerate(jobs)
+            for k, request in enumerate(job.requests)
+        ]
+        if not items:
+            return [[] for _ in jobs]
+        call.remaining = len(items)
+        with self._cond:
+            if self._stopping:
+                raise EngineUnavailable("The inference workers are shut down.")
+            if self._queued and self._queued + len(items) > self.batching.max_queue:
+                raise EngineOverloaded(
+                    "Too many inference requests are waiting; retry shortly.",
+                    retry_after=self.batching.retry_after,
+                )
+            self._start_workers_locked()
+            for item in items:
+                job = jobs[item.job]
+                key = (job.spec.name, job.model_dir)
+                self._queues.setdefault(key, (job, []))[1].append(item)
+            self._queued += len(items)
+            if self._idle:
+                # One worker is enough: it wakes the next if work is left (every wake-up costs GIL time).
+                self._cond.notify()
+        call.done.wait()
+        if call.error is not None:
+            raise call.error
+        return [[r for r in job if r is not None] for job in call.results]
 
     def warm(self, spec: ModelSpec, model_dir: Path) -> None:
         """Load the model now."""
         self.registry.get(spec, model_dir)
 
     def shutdown(self) -> None:
-        """Stop the worker threads (tests and benchmarks create pools of their own)."""
-        self._executor.shutdown(wait=True)
+        """Stop the workers once the queue is empty (tests and benchmarks create pools of their own)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join()
 
-    def _run_one(self, job: BatchJob) -> list[EmbedResult]:
-        results = self.registry.get(job.spec, job.model_dir).embed(job.requests)
-        if len(results) != len(job.requests):  # a runner bug must not shift vectors onto other points
+    def _start_workers_locked(self) -> None:
+        # Started on first use, not in __init__: a pool built only to check or warm needs no threads.
+        while len(self._threads) < self.workers:
+            thread = threading.Thread(
+                target=self._work, name=f"onnx-worker-{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                self._idle += 1
+                try:
+                    while True:
+                        taken = self._take_locked(time.monotonic())
+                        if isinstance(taken, tuple):
+                            if self._queues and self._idle > 1:  # work left and another worker idle
+                                self._cond.notify()
+                            break
+                        if self._stopping and not self._queued:
+                            return
+                        self._cond.wait(taken)
+                finally:
+                    self._idle -= 1
+            job, batch = taken
+            self._run_batch(job, batch)
+
+    def _take_locked(self, now: float) -> tuple[BatchJob, list[_Item]] | float | None:
+        """The next batch to run, or how long to wait before looking again (None: until notified)."""
+        # Inputs of calls that already failed need no run.
+        for key, (job, queue) in list(self._queues.items()):
+            live = [item for item in queue if item.call.error is None]
+            self._queued -= len(queue) - len(live)
+            if live:
+                self._queues[key] = (job, live)
+            else:
+                del self._queues[key]
+        if not self._queues:
+            return None
+        key = min(self._queues, key=lambda k: self._queues[k][1][0].queued_at)  # the longest waiting
+        job, queue = self._queues[key]
+        settings = self.batching
+        waited = now - queue[0].queued_at
+        if len(queue) < settings.max_batch and not self._stopping:
+            remaining = settings.max_wait_ms / 1000.0 - waited
+            if remaining > 0:
+                return remaining
+        # Share the queue with the other idle workers: one big call runs on every core.
+        share = -(-len(queue) // max(1, self._idle))
+        limit = max(1, min(settings.max_batch, share))
+        batch = _closest_in_length(queue, limit, settings.token_budget)
+        chosen = {id(item) for item in batch}
+        rest = [item for item in queue if id(item) not in chosen]
+        if rest:
+            self._queues[key] = (job, rest)
+        else:
+            del self._queues[key]
+        self._queued -= len(batch)
+        return job, batch
+
+    def _run_batch(self, job: BatchJob, batch: list[_Item]) -> None:
+        try:
+            results = self._embed(job, [item.request for item in batch])
+        except BaseException as exc:  # handed to the waiting caller, never lost in this thread
+            calls = {id(item.call): item.call for item in batch}
+            if len(calls) == 1:
+                self._fail(batch[0].call, exc)
+                return
+            for call in calls.values():  # a merged batch failed: whose input was it?
+                self._run_batch(job, [item for item in batch if item.call is call])
+            return
+        with self._cond:
+            for item, result in zip(batch, results, strict=True):
+                call = item.call
+                call.results[item.job][item.position] = result
+                call.remaining -= 1
+                if call.remaining == 0 and call.error is None:
+                    call.done.set()
+
+    def _fail(self, call: _Call, exc: BaseException) -> None:
+        with self._cond:
+            if call.error is None:
+                call.error = exc
+                call.done.set()
+
+    def _embed(self, job: BatchJob, requests: list[EmbedRequest]) -> list[EmbedResult]:
+        results = self.registry.get(job.spec, job.model_dir).embed(requests)
+        if len(results) != len(requests):  # a runner bug must not shift vectors onto other points
             raise EngineUnavailable(
-                f"Model {job.spec.name} returned {len(results)} vectors for {len(job.requests)}"
+                f"Model {job.spec.name} returned {len(results)} vectors for {len(requests)}"
             )
         return results
+
+
+def _estimate_tokens(request: EmbedRequest, spec: ModelSpec) -> int:
+    """Tokens an input will take, from its UTF-8 bytes (3 per token errs on the high side for English,
+    about right for CJK), plus the special tokens; capped at the model's context window (truncation)."""
+    if spec.runtime is Runtime.BM25:
+        return 1  # no tensors: the budget bounds ONNX memory only
+    if not isinstance(request.data, str):
+        return max(1, spec.tokens_per_image)
+    estimate = len(request.data.encode("utf-8", "surrogatepass")) // 3 + 2
+    return min(estimate, spec.context_window) if spec.context_window else estimate
+
+
+def _closest_in_length(queue: list[_Item], limit: int, budget: int) -> list[_Item]:
+    """The oldest item and the items closest to it in length, up to `limit` items and the padded budget."""
+    first = queue[0]
+    others = sorted(queue[1:], key=lambda item: abs(item.tokens - first.tokens))
+    batch = [first]
+    longest = first.tokens
+    for item in others:
+        if len(batch) >= limit:
+            break
+        longest_with = max(longest, item.tokens)
+        if longest_with * (len(batch) + 1) > budget:
+            continue
+        batch.append(item)
+        longest = longest_with
+    batch.sort(key=lambda item: item.tokens)
+    return batch

@@ -141,3 +141,13 @@ class EngineUnavailable(EngineError):
     """The model could not run for a reason that is not the caller's fault (e.g. a broken model file)."""
 
     status_code = 500
+
+
+class EngineOverloaded(EngineError):
+    """The inference queue is full: the caller should retry after `retry_after` seconds (answered as 429)."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
