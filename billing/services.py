@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -145,12 +146,39 @@ def usage_refund(*, cluster_id: str, request_id: str, models: Iterable[str]) -> 
     return sum(r.tokens for r in rows)
 
 
+# A model's price history, kept per process for less than PRICE_CHANGE_LEAD: a change always starts at least
+# that far ahead, so every process has read it before it takes effect, and recording usage (every request
+# that ran a model) needs no price query.
+_PRICE_CACHE_SECONDS = 30.0
+_price_histories: dict[str, tuple[float, list[ModelPrice]]] = {}
+
+
+def forget_prices(model: str | None = None) -> None:
+    """Drop this process's cached price history of `model` (all models: None); a price row changed."""
+    if model is None:
+        _price_histories.clear()
+    else:
+        _price_histories.pop(model, None)
+
+
+def _price_history(model: str) -> list[ModelPrice]:
+    cached = _price_histories.get(model)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    history = list(ModelPrice.objects.filter(model=model).order_by("effective_from"))
+    _price_histories[model] = (time.monotonic() + _PRICE_CACHE_SECONDS, history)
+    return history
+
+
 def _price_for(*, model: str, at: datetime) -> ModelPrice | None:
     """The price in force for a record; a catalog model without any price history gets its list price."""
     if is_provider_model(model):
         # Hosted by OpenAI, Cohere, Jina AI or OpenRouter: the provider bills the caller, we record at 0.
         return None
-    price = price_in_force(model=model, at=at)
+    in_force = [p for p in _price_history(model) if p.effective_from <= at]
+    if in_force:
+        return in_force[-1]
+    price = price_in_force(model=model, at=at)  # a history begun since it was cached: ask the database
     if price is not None:
         return price
     entry = catalog.find(model)
@@ -243,6 +271,10 @@ def _rollups_increment(records: Iterable[UsageRecord], sign: int = 1) -> None:
     if not increments:
         return
     keys = sorted(increments)  # one lock order for every recorder
+    if sign > 0 and connection.vendor in ("postgresql", "sqlite"):
+        # (Not for refunds: a negative candidate row would fail the columns' CHECK before the conflict.)
+        _rollups_upsert(keys, increments)
+        return
     # Make sure each bucket's row exists (a concurrent creator wins harmlessly), then add with F(): the
     # UPDATE locks the row and reads the committed value, so concurrent increments are never lost.
     UsageRollup.objects.bulk_create(
@@ -260,6 +292,44 @@ def _rollups_increment(records: Iterable[UsageRecord], sign: int = 1) -> None:
         ).update(tokens=F("tokens") + tokens, records=F("records") + count)
         if updated != 1:  # cannot happen after the insert above; refuse to lose tokens silently if it does
             raise RuntimeError(f"roll-up row missing for {cluster_id} {model} {stored} {period_start}")
+
+
+def _rollups_upsert(
+    keys: list[tuple[str, str, str, datetime]], increments: dict[tuple[str, str, str, datetime], list[int]]
+) -> None:
+    """Every bucket's increment in ONE statement: INSERT ... ON CONFLICT DO UPDATE adding to the row.
+
+    The database adds to the committed value under the row's lock, so concurrent recorders never lose an
+    increment; rows are touched in `keys` order, the one lock order of every recorder. One statement
+    instead of an insert and an update per bucket is most of what recording usage costs a request.
+    """
+    qn = connection.ops.quote_name
+    table = qn(UsageRollup._meta.db_table)
+    fields = [UsageRollup._meta.get_field(n) for n in ("cluster", "model", "granularity", "period_start")]
+    columns = [qn(f.column) for f in fields if isinstance(f, Field)]
+    row = "(" + ", ".join(["%s"] * 6) + ")"
+    sql = (
+        f"INSERT INTO {table} ({', '.join(columns)}, {qn('tokens')}, {qn('records')}) "
+        f"VALUES {', '.join([row] * len(keys))} "
+        f"ON CONFLICT ({', '.join(columns)}) DO UPDATE SET "
+        f"{qn('tokens')} = {table}.{qn('tokens')} + excluded.{qn('tokens')}, "
+        f"{qn('records')} = {table}.{qn('records')} + excluded.{qn('records')}"
+    )
+    period = UsageRollup._meta.get_field("period_start")
+    assert isinstance(period, Field)
+    params: list[Any] = []
+    for cluster_id, model, stored, period_start in keys:
+        tokens, count = increments[(cluster_id, model, stored, period_start)]
+        params += [
+            cluster_id,
+            model,
+            stored,
+            period.get_db_prep_save(period_start, connection),
+            tokens,
+            count,
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 # --- prices, allowances, limits --------------------------------------------------------------------------

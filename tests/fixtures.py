@@ -120,6 +120,20 @@ def isolated_celery() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def fresh_caches() -> None:
+    """Caches of rows keyed by id or name, dropped between tests (their tables are rolled back or flushed,
+    which sends no signal): keys and cluster states, price histories, limits."""
+    from billing import limits
+    from billing.services import forget_prices
+    from console.clusters import directory
+
+    directory._keys.clear()
+    directory._clusters.clear()
+    forget_prices()
+    limits._limits.clear()
+
+
+@pytest.fixture(autouse=True)
 def clusters_dir(tmp_path: Path, settings: LazySettings) -> Iterator[Path]:
     """Each test gets its own embedded storage root; stores opened in the test are closed after it."""
     settings.CLUSTERS_DIR = tmp_path / "clusters"
