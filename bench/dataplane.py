@@ -74,6 +74,7 @@ class Server:
     url: str
     api_key: str
     master_pid: int
+    grpc_port: int | None = None  # Qdrant's gRPC API, when the checkout serves it
 
 
 def sentences(count: int, seed: int) -> list[str]:
@@ -142,6 +143,18 @@ def wait_healthy(base_url: str, server: subprocess.Popen[bytes]) -> None:
     sys.exit(f"the server did not answer /healthz within {STARTUP_TIMEOUT}s")
 
 
+def no_editable_finder(workdir: Path) -> Path:
+    """A directory whose `sitecustomize` removes the venv's editable-install finder from the import system."""
+    folder = workdir / "site"
+    folder.mkdir(exist_ok=True)
+    (folder / "sitecustomize.py").write_text(
+        "import sys\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path\n"
+        "                    if not getattr(f, '__module__', '').startswith('__editable__')]\n"
+    )
+    return folder
+
+
 @contextmanager
 def serve(
     checkout: Path, models_dir: str | None, workdir: Path, extra_env: dict[str, str]
@@ -158,7 +171,9 @@ def serve(
         "PUBLIC_URL": base_url,
         "PORT": str(port),
         "DJANGO_SETTINGS_MODULE": "console.settings",
-        "PYTHONPATH": str(checkout),  # the checkout's code, not whatever the venv has installed (editable)
+        # The checkout's code, not whatever the venv has installed: the editable install's finder would
+        # otherwise fill in modules the checkout lacks from the repository it was installed from.
+        "PYTHONPATH": os.pathsep.join((str(no_editable_finder(workdir)), str(checkout))),
         **extra_env,
     }
     env.pop("DATABASE_URL", None)  # `make run` defaults: SQLite in DATA_DIR
@@ -189,10 +204,17 @@ def serve(
         )
     )
     log = workdir / "server.log"
+    grpc_port: int | None = None
+    config: list[str] = []
+    if (checkout / "console" / "gunicorn_conf.py").exists():  # as `make run`: gRPC inside the worker
+        grpc_port = free_port()
+        env["GRPC_PORT"] = str(grpc_port)
+        config = ["--config", "python:console.gunicorn_conf"]
     with log.open("wb") as log_file:
         server = subprocess.Popen(
             [
                 str(VENV_BIN / "gunicorn"),
+                *config,
                 "console.wsgi:application",
                 "--bind",
                 f"127.0.0.1:{port}",
@@ -211,7 +233,9 @@ def serve(
         )
         try:
             wait_healthy(base_url, server)
-            yield Server(url=created["url"], api_key=created["api_key"], master_pid=server.pid)
+            yield Server(
+                url=created["url"], api_key=created["api_key"], master_pid=server.pid, grpc_port=grpc_port
+            )
         except BaseException:
             print(f"--- server log (tail) ---\n{log.read_text(errors='replace')[-4000:]}", file=sys.stderr)
             raise
@@ -410,6 +434,86 @@ def concurrent(server: Server, clients: int, seconds: float, warmup: float) -> L
     )
 
 
+# --- the same queries over gRPC -------------------------------------------------------------------------
+
+
+class GrpcQueries:
+    """Qdrant's `Points.Query` over gRPC with the official client's generated stubs (one channel)."""
+
+    def __init__(self, server: Server) -> None:
+        import grpc
+        from qdrant_client import grpc as pb
+
+        self.pb = pb
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+        self.stub = pb.PointsStub(self.channel)
+        self.metadata = [("api-key", server.api_key)]
+
+    def query(self, query: Any) -> None:
+        """One query: a Document (str) or a raw vector (list of floats)."""
+        pb = self.pb
+        if isinstance(query, str):
+            nearest = pb.VectorInput(document=pb.Document(text=query, model=MODEL))
+        else:
+            nearest = pb.VectorInput(dense=pb.DenseVector(data=query))
+        request = pb.QueryPoints(collection_name=COLLECTION, query=pb.Query(nearest=nearest), limit=10)
+        self.stub.Query(request, metadata=self.metadata, timeout=CLIENT_TIMEOUT)
+
+    def close(self) -> None:
+        """Close the channel."""
+        self.channel.close()
+
+
+def grpc_sequential(server: Server, queries: Sequence[Any]) -> list[float]:
+    """As `sequential`, over gRPC."""
+    client = GrpcQueries(server)
+    for query in queries[:5]:
+        client.query(query)
+    latencies = []
+    for query in queries[5:]:
+        start = time.perf_counter()
+        client.query(query)
+        latencies.append(time.perf_counter() - start)
+    client.close()
+    return latencies
+
+
+def grpc_concurrent(server: Server, clients: int, seconds: float, warmup: float) -> LoadResult:
+    """As `concurrent`, over gRPC: each client its own channel, one Document query at a time."""
+    import grpc
+
+    start_at = time.perf_counter() + warmup
+    stop_at = start_at + seconds
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[Counter[int]] = [Counter() for _ in range(clients)]
+
+    def client_loop(index: int) -> None:
+        client = GrpcQueries(server)
+        texts = sentence_stream(seed=200 + index)
+        while (begin := time.perf_counter()) < stop_at:
+            try:
+                client.query(next(texts))
+                ok = True
+            except grpc.RpcError as exc:
+                ok = False
+                errors[index][exc.code().value[0]] += 1  # type: ignore[attr-defined]
+            end = time.perf_counter()
+            if ok and begin >= start_at and end <= stop_at:
+                latencies[index].append(end - begin)
+        client.close()
+
+    threads = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    all_errors: Counter[int] = Counter()
+    for counter in errors:
+        all_errors.update(counter)
+    flat = [x for lst in latencies for x in lst]
+    return LoadResult(rate=len(flat) / seconds, latencies=flat, errors=all_errors)
+
+
 # --- fastembed baseline ----------------------------------------------------------------------------------
 
 
@@ -455,7 +559,12 @@ def fastembed_baseline(model: Any, batch: int) -> tuple[float, float]:
 
 def installed_model_dir(models_dir: str | None, checkout: Path) -> Path:
     """Where the checkout's settings say MiniLM-L6 is installed (MODELS_DIR from env or default)."""
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "console.settings", "PYTHONPATH": str(checkout)}
+    site = no_editable_finder(Path(tempfile.mkdtemp(prefix="bench-site-")))
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "console.settings",
+        "PYTHONPATH": os.pathsep.join((str(site), str(checkout))),
+    }
     if models_dir:
         env["MODELS_DIR"] = models_dir
     code = (
@@ -619,6 +728,11 @@ def main() -> None:
         served = load.rate * (args.seconds + 1.0)  # the warm-up second included, at about the same rate
         load_cpu_ms = (cpu_seconds(worker) - cpu) * 1000.0 / max(1.0, served)
         rss = peak_rss_mb(worker)
+        grpc_load: LoadResult | None = None
+        if server.grpc_port is not None:
+            grpc_singles = grpc_sequential(server, sentences(args.singles + 5, seed=4))
+            grpc_raws = grpc_sequential(server, vectors)
+            grpc_load = grpc_concurrent(server, args.clients, args.seconds, warmup=1.0)
         long_s = largest_batches(server, args.long_clients, args.long_requests, args.batch)
         long_rss = peak_rss_mb(worker)
         baselines.append(fastembed_baseline(fastembed, args.batch))
@@ -652,6 +766,21 @@ def main() -> None:
     )
     r50, r99 = percentiles(raws)
     print(f"(4) raw-vector query p50 {r50:.2f} ms (p99 {r99:.2f})")
+    if grpc_load is not None:
+        g50, g99 = percentiles(grpc_load.latencies) if grpc_load.latencies else (float("nan"),) * 2
+        gerrors = f", errors {dict(grpc_load.errors)}" if grpc_load.errors else ""
+        print(
+            f"(2g) gRPC, {args.clients} concurrent clients: {grpc_load.rate:.0f} queries/s, ratio to "
+            f"fastembed {grpc_load.rate / fe_rate:.2f}x, p50 {g50:.1f} ms, p99 {g99:.1f} ms{gerrors}"
+        )
+        gs50, _ = percentiles(grpc_singles)
+        gr50, _ = percentiles(grpc_raws)
+        print(
+            f"(3g) gRPC single Document query p50 {gs50:.2f} ms, minus fastembed single embed: "
+            f"{gs50 - fe_single:+.2f} ms; (4g) gRPC raw-vector query p50 {gr50:.2f} ms"
+        )
+    else:
+        print("(2g-4g) gRPC: not served by this checkout")
     print(f"web process (gunicorn worker) peak RSS: {rss:.0f} MiB")
     print(
         f"(5) largest batch shape: {args.long_clients} clients x {args.long_requests} upserts of "
