@@ -70,6 +70,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "console.requestid.RequestIdMiddleware",
+    "console.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -188,6 +189,9 @@ CELERY_BEAT_SCHEDULE = {
     "reap-stale-restart-jobs": {"task": "console.clusters.tasks.reap_stale_restart_jobs", "schedule": 60.0},
     "purge-idempotency-keys": {"task": "inference.tasks.purge_idempotency_keys", "schedule": 3600.0},
 }
+
+# --- /metrics (console/metrics.py): a bearer token; empty = loopback clients only --------------------------
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 
 # --- tokens-per-minute limits (billing/limits.py) -----------------------------------------------------
 # Redis shared by every web process for the limit's counters; empty = this process's memory.
