@@ -129,7 +129,10 @@ def main() -> int:
     """Record the run settings, then supervise the web server and the worker."""
     env = dict(os.environ)
     children = commands(env)
-    written = runfile.write(env)
+    try:
+        written: object = runfile.write(env)
+    except OSError as exc:  # a read-only checkout (a container image): manage.py then needs the variables
+        written = f"nowhere ({exc.strerror})"
     port = env.get("PORT") or "8000"
     print(
         f"Serving on http://127.0.0.1:{port}/ and gRPC on 127.0.0.1:{env.get('GRPC_PORT') or 6334} "

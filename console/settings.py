@@ -250,3 +250,10 @@ GRPC_WORKERS = env_int("GRPC_WORKERS", 32, minimum=1)  # RPC threads: 16 concurr
 _public = urlsplit(PUBLIC_URL)
 GRPC_PUBLIC_URL = env_str("GRPC_PUBLIC_URL", f"{_public.scheme}://{_public.hostname}:{GRPC_PORT}").rstrip("/")
 CLUSTERS_DIR = DATA_DIR / "clusters"  # embedded storage: one directory per cluster
+
+# --- remote vector storage (inference/stores.py) -----------------------------------------------------------
+# A Qdrant server shared by every cluster (each in its own collection namespace); empty = embedded Qdrant
+# Edge per cluster under DATA_DIR. Needed for more than one web process (WEB_CONCURRENCY, replicas).
+QDRANT_URL = env_str("QDRANT_URL", "")
+QDRANT_API_KEY = env_str("QDRANT_API_KEY", "")
+WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 1, minimum=1)  # read by console/serve.py and gunicorn too
