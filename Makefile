@@ -74,7 +74,10 @@ test: setup lint
 		echo "make test: Redis answers on 127.0.0.1:6379: Celery tests use it"; \
 		export TEST_REDIS_URL="$(REDIS_URL)"; \
 	else echo "make test: Redis is not answering: Redis-backed tests are skipped"; fi; \
-	RUN_SETTINGS_FILE=/dev/null $(VENV)/bin/pytest -n $${PYTEST_WORKERS:-2} --dist loadfile
+	RUN_SETTINGS_FILE=/dev/null $(VENV)/bin/pytest -n $${PYTEST_WORKERS:-2} --dist loadfile && \
+	echo "make test: the data-plane tests again on remote storage (QDRANT_URL: a second data-plane server)" && \
+	RUN_SETTINGS_FILE=/dev/null TEST_STORAGE=remote $(VENV)/bin/pytest -n $${PYTEST_WORKERS:-2} --dist loadfile \
+		tests/dataplane tests/grpc tests/billing/test_dataplane.py tests/providers/test_dataplane.py
 
 bench: setup
 	$(PY) bench/engine.py
