@@ -197,6 +197,10 @@ METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 # Redis shared by every web process for the limit's counters; empty = this process's memory.
 LIMITS_REDIS_URL = env_str("LIMITS_REDIS_URL", "")
 LIMIT_CACHE_SECONDS = env_float("LIMIT_CACHE_SECONDS", 2.0)  # how long a process keeps a cluster's limit
+# In-flight requests per cluster shared by every web process (replica), so a restart drains them all
+# (inference/inflight.py); empty = LIMITS_REDIS_URL, and empty both = this process's memory.
+INFLIGHT_REDIS_URL = env_str("INFLIGHT_REDIS_URL", LIMITS_REDIS_URL)
+INFLIGHT_TTL = env_float("INFLIGHT_TTL", 15.0)  # a dead replica's counts stop counting after this long
 
 # --- Idempotency-Key (inference/idempotency.py) --------------------------------------------------------
 IDEMPOTENCY_TTL_HOURS = env_float("IDEMPOTENCY_TTL_HOURS", 24.0)
