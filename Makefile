@@ -49,17 +49,14 @@ tests/js/node_modules/.installed: tests/js/package-lock.json
 	else echo "make js: npm is not installed; the JavaScript client tests will be skipped"; fi
 
 # Web server and Celery worker on the embedded defaults (SQLite, SQLite-backed broker, Qdrant Edge).
-# One web process with threads: Qdrant Edge allows one opener per shard directory. The same process serves
-# Qdrant's gRPC API on GRPC_PORT (started by console/gunicorn_conf.py's hooks, stopped with the worker).
+# One web process with threads: Qdrant Edge allows one opener per shard directory (WEB_CONCURRENCY>1 is
+# refused unless QDRANT_URL names a Qdrant server). The same process serves Qdrant's gRPC API on GRPC_PORT.
+# console/serve.py supervises both: Ctrl-C or SIGTERM stops them gracefully within SHUTDOWN_TIMEOUT (8 s),
+# and it records the settings in .run-settings.json so `manage.py` finds this instance without exports.
 run: setup
 	$(PY) manage.py collectstatic --noinput -v 0
 	$(PY) manage.py demo_cluster
-	@trap 'kill 0' EXIT INT TERM; \
-	$(VENV)/bin/celery -A console worker --loglevel INFO --concurrency 1 \
-		--beat --schedule $(DATA_DIR)/celerybeat-schedule & \
-	echo "Serving on http://127.0.0.1:$(PORT)/ and gRPC on 127.0.0.1:$(GRPC_PORT) (data in $(DATA_DIR))"; \
-	$(VENV)/bin/gunicorn console.wsgi:application --config python:console.gunicorn_conf \
-		--bind 0.0.0.0:$(PORT) --workers 1 --threads 8 --access-logfile - --timeout 120
+	exec $(PY) -m console.serve
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -77,7 +74,10 @@ test: setup lint
 		echo "make test: Redis answers on 127.0.0.1:6379: Celery tests use it"; \
 		export TEST_REDIS_URL="$(REDIS_URL)"; \
 	else echo "make test: Redis is not answering: Redis-backed tests are skipped"; fi; \
-	$(VENV)/bin/pytest -n $${PYTEST_WORKERS:-2} --dist loadfile
+	RUN_SETTINGS_FILE=/dev/null $(VENV)/bin/pytest -n $${PYTEST_WORKERS:-2} --dist loadfile && \
+	echo "make test: the data-plane tests again on remote storage (QDRANT_URL: a second data-plane server)" && \
+	RUN_SETTINGS_FILE=/dev/null TEST_STORAGE=remote $(VENV)/bin/pytest -n $${PYTEST_WORKERS:-2} --dist loadfile \
+		tests/dataplane tests/grpc tests/billing/test_dataplane.py tests/providers/test_dataplane.py
 
 bench: setup
 	$(PY) bench/engine.py

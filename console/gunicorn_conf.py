@@ -6,7 +6,23 @@ Edge allows one opener per directory) and the models; see `inference/grpc/server
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# The request line without its query string (`%(U)s`: a query could carry an input) and the request id
+# that the app's log lines carry too (console/requestid.py).
+access_log_format = '%(h)s [%({x-request-id}o)s] "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
+
+
+def on_starting(server: Any) -> None:
+    """Refuse several web processes on embedded storage (Qdrant Edge allows one opener per directory)."""
+    workers = int(server.cfg.workers)
+    if workers > 1 and not os.environ.get("QDRANT_URL", "").strip():
+        raise SystemExit(
+            f"{workers} web processes need remote vector storage: with the embedded Qdrant Edge storage "
+            "only one process may open a cluster's files. Set QDRANT_URL (a Qdrant server) or use "
+            "WEB_CONCURRENCY=1."
+        )
 
 
 def post_worker_init(worker: Any) -> None:

@@ -14,9 +14,14 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.management.utils import get_random_secret_key
 
+from . import runfile
 from .env import env_bool, env_float, env_int, env_list, env_path, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Settings `make run` recorded (DATA_DIR, PORT, PUBLIC_URL...) are defaults for every process of the same
+# checkout, so `manage.py create_cluster` reaches the instance `make run` serves; the environment wins.
+RUN_SETTINGS = runfile.apply(os.environ)
 
 # --- state on disk ------------------------------------------------------------------------------------
 DATA_DIR = env_path("DATA_DIR", BASE_DIR / "data")
@@ -64,6 +69,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "console.requestid.RequestIdMiddleware",
+    "console.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -138,8 +145,11 @@ LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "console.requestid.RequestIdFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
 
@@ -191,10 +201,17 @@ CELERY_BEAT_SCHEDULE = {
 # in the process apply at once, others (the restart worker's last step) within this.
 DIRECTORY_CACHE_SECONDS = env_float("DIRECTORY_CACHE_SECONDS", 1.0)
 
+# --- /metrics (console/metrics.py): a bearer token; empty = loopback clients only --------------------------
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+
 # --- tokens-per-minute limits (billing/limits.py) -----------------------------------------------------
 # Redis shared by every web process for the limit's counters; empty = this process's memory.
 LIMITS_REDIS_URL = env_str("LIMITS_REDIS_URL", "")
 LIMIT_CACHE_SECONDS = env_float("LIMIT_CACHE_SECONDS", 2.0)  # how long a process keeps a cluster's limit
+# In-flight requests per cluster shared by every web process (replica), so a restart drains them all
+# (inference/inflight.py); empty = LIMITS_REDIS_URL, and empty both = this process's memory.
+INFLIGHT_REDIS_URL = env_str("INFLIGHT_REDIS_URL", LIMITS_REDIS_URL)
+INFLIGHT_TTL = env_float("INFLIGHT_TTL", 15.0)  # a dead replica's counts stop counting after this long
 
 # --- Idempotency-Key (inference/idempotency.py) --------------------------------------------------------
 IDEMPOTENCY_TTL_HOURS = env_float("IDEMPOTENCY_TTL_HOURS", 24.0)
@@ -263,3 +280,10 @@ GRPC_WORKERS = env_int("GRPC_WORKERS", 32, minimum=1)  # RPC threads: 16 concurr
 _public = urlsplit(PUBLIC_URL)
 GRPC_PUBLIC_URL = env_str("GRPC_PUBLIC_URL", f"{_public.scheme}://{_public.hostname}:{GRPC_PORT}").rstrip("/")
 CLUSTERS_DIR = DATA_DIR / "clusters"  # embedded storage: one directory per cluster
+
+# --- remote vector storage (inference/stores.py) -----------------------------------------------------------
+# A Qdrant server shared by every cluster (each in its own collection namespace); empty = embedded Qdrant
+# Edge per cluster under DATA_DIR. Needed for more than one web process (WEB_CONCURRENCY, replicas).
+QDRANT_URL = env_str("QDRANT_URL", "")
+QDRANT_API_KEY = env_str("QDRANT_API_KEY", "")
+WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 1, minimum=1)  # read by console/serve.py and gunicorn too

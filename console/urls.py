@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from console import metrics
 from console.clusters import control
 from console.clusters.apis import ClusterInferenceApi, RestartJobApi, RestartJobRetryApi
 from console.web.views import health
@@ -14,6 +15,7 @@ from inference.dataplane.apis import RootApi
 
 urlpatterns = [
     path("healthz", health, name="health"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("api/v1/models", ModelListApi.as_view(), name="model-list"),
     path("api/v1/providers", ProviderListApi.as_view(), name="provider-list"),
     path("api/v1/", include("billing.urls")),

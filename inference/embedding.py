@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +20,77 @@ from inference.engine.types import EmbedRequest, InputType, ModelSpec
 from inference.providers import ProviderConfig
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from inference.engine.engine import Engine
     from inference.engine.fetch import FetchGate, FetchPolicy
+    from inference.engine.pool import BatchJob, WorkerPool
+    from inference.engine.types import EmbedResult
 
 _engine: Engine | None = None
 _lock = threading.Lock()
+
+BatchObserver = Callable[[str, int], None]  # (model, inputs in the batch)
+_batch_observers: list[BatchObserver] = []
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """A snapshot of the ONNX worker pool of this process (for metrics)."""
+
+    workers: int  # worker threads
+    jobs_in_flight: int  # batches handed to the pool and not finished
+    queue_depth: int  # of those, batches waiting for a free worker
+
+
+def on_batch(observer: BatchObserver) -> None:
+    """Call `observer(model, size)` for every batch the pool runs (metrics register one)."""
+    if observer not in _batch_observers:
+        _batch_observers.append(observer)
+
+
+def pool_state() -> PoolState | None:
+    """The pool's state, or None before the engine was first used (nothing is built to answer)."""
+    engine = _engine
+    if engine is None or not isinstance(engine.pool, _ObservedPool):
+        return None
+    return engine.pool.state()
+
+
+class _ObservedPool:
+    """Wraps the engine's pool to count batches in flight and report batch sizes; changes nothing else.
+
+    Lives here, not in the engine, so the engine stays free of metrics: the pool exposes no counters.
+    """
+
+    def __init__(self, pool: WorkerPool, workers: int) -> None:
+        self._pool = pool
+        self._workers = workers
+        self._in_flight = 0
+        self._guard = threading.Lock()
+
+    def state(self) -> PoolState:
+        with self._guard:
+            in_flight = self._in_flight
+        return PoolState(self._workers, in_flight, max(0, in_flight - self._workers))
+
+    def check(self, spec: ModelSpec, model_dir: Path, requests: Sequence[EmbedRequest]) -> None:
+        self._pool.check(spec, model_dir, requests)
+
+    def run(self, jobs: Sequence[BatchJob]) -> list[list[EmbedResult]]:
+        for job in jobs:
+            for observer in _batch_observers:
+                observer(job.spec.name, len(job.requests))
+        with self._guard:
+            self._in_flight += len(jobs)
+        try:
+            return self._pool.run(jobs)
+        finally:
+            with self._guard:
+                self._in_flight -= len(jobs)
+
+    def warm(self, spec: ModelSpec, model_dir: Path) -> None:
+        self._pool.warm(spec, model_dir)
 
 
 def resolve_model(name: str) -> tuple[ModelSpec, Path]:
@@ -119,4 +186,5 @@ def _build_engine() -> Engine:
             max_queue=settings.INFERENCE_QUEUE_MAX,
         ),
     )
-    return Engine(resolve=resolve_model, pool=pool, batch_size=settings.INFERENCE_BATCH_SIZE)
+    observed = _ObservedPool(pool, settings.INFERENCE_WORKERS)
+    return Engine(resolve=resolve_model, pool=observed, batch_size=settings.INFERENCE_BATCH_SIZE)

@@ -48,8 +48,7 @@ def reopen_storage(cluster: ClusterInfo) -> dict[str, Any]:
         names = stores.store_for(cluster).list_collections()
     except StorageError as exc:
         raise StepFailed(f"storage did not reopen: {exc.message}", 503) from exc
-    backend = "remote" if cluster.remote_url else "embedded"
-    return {"backend": backend, "was_open": was_open, "collections": len(names)}
+    return {"backend": stores.backend(cluster), "was_open": was_open, "collections": len(names)}
 
 
 def warm(cluster: ClusterInfo) -> dict[str, Any]:

@@ -71,3 +71,51 @@ def server_processes() -> Iterator[list[subprocess.Popen[bytes]]]:
     yield started
     for process in started:
         kill_group(process)
+
+
+# --- a Qdrant server for the remote storage mode: a second instance of this project's data plane ---
+
+
+@pytest.fixture(scope="session")
+def qdrant_server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[tuple[str, str]]:
+    """(url, api key) of a real Qdrant-compatible server: this project's data plane in a gunicorn process
+    of its own (own DATA_DIR, SQLite), serving one cluster whose URL is the shared server's base URL.
+
+    No Qdrant server binary can be installed here; the data plane speaks the same REST API, and
+    RemoteStore reaches it through qdrant-client as it would reach Qdrant (a base URL with a path)."""
+    data_dir = tmp_path_factory.mktemp("qdrant-server")
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "QDRANT_URL")
+    }
+    env.update(
+        DATA_DIR=str(data_dir), MODELS_DIR=str(models_dir), PORT=str(free_port()), GRPC_PORT="0",
+        HF_HUB_OFFLINE="1", DJANGO_SETTINGS_MODULE="console.settings", RUN_SETTINGS_FILE="/dev/null",
+    )  # fmt: skip
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+    created = subprocess.run(
+        [*manage, "create_cluster", "--name", "shared-qdrant", "--region", "us-east-1", "--tier", "paid",
+         "--json"],
+        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    import json
+
+    cluster = json.loads(created.stdout)
+    server = start_server(env)
+    try:
+        yield cluster["url"], cluster["api_key"]
+    finally:
+        kill_group(server)
+
+
+@pytest.fixture(autouse=True)
+def storage_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """ "embedded", or "remote" when TEST_STORAGE=remote: then every cluster of the test stores its vectors
+    in its own namespace on `qdrant_server` (QDRANT_URL), so the same tests run on both backends."""
+    if os.environ.get("TEST_STORAGE", "") != "remote":
+        yield "embedded"
+        return
+    url, key = request.getfixturevalue("qdrant_server")
+    overrides = request.getfixturevalue("settings")
+    overrides.QDRANT_URL, overrides.QDRANT_API_KEY = url, key
+    yield "remote"

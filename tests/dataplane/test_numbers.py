@@ -70,8 +70,10 @@ def test_deep_nesting_and_huge_integers_are_client_errors(api: DataPlaneClient) 
 
 
 def test_a_collection_already_holding_infinity_stays_readable(
-    api: DataPlaneClient, cluster: CreatedCluster
+    api: DataPlaneClient, cluster: CreatedCluster, storage_backend: str
 ) -> None:
+    if storage_backend == "remote":
+        pytest.skip("a Qdrant server refuses non-finite numbers itself: only embedded storage can hold them")
     # Written straight into storage, as the data plane accepted it before numbers were checked.
     info = ClusterInfo(id=cluster.cluster.id, restarting=False, inference_enabled=True)
     store = stores.store_for(info)

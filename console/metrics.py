@@ -1,0 +1,186 @@
+"""`/metrics` in Prometheus's text format: requests, tokens, the ONNX pool, restart jobs, usage-flush lag.
+
+Plumbing, not domain: it observes the apps through their public seams (URL resolution, the
+`inference.usage` signals, `inference.embedding`'s pool snapshot, the restart-job table) and changes none
+of them. Counters live in this process (each web process has its own; scrape every replica). Labels are
+bounded: requests are labelled by URL pattern (`clusters/<str:cluster_id>/...`), never by raw path.
+Protected: a `METRICS_TOKEN` bearer token, or loopback clients only when no token is set.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from inference import embedding
+from inference.usage import UsageEvent, usage_recorded, usage_refunded
+
+REQUESTS = Counter(
+    "http_requests", "HTTP requests served, by URL pattern, method and status.", ["route", "method", "status"]
+)
+LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "Time to answer an HTTP request, by URL pattern and method.",
+    ["route", "method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+TOKENS = Counter(
+    "inference_tokens", "Tokens recorded for billing, by model and cluster.", ["model", "cluster"]
+)
+TOKENS_REFUNDED = Counter(
+    "inference_tokens_refunded",
+    "Tokens withdrawn again because their request failed, by model and cluster (net = tokens - refunded).",
+    ["model", "cluster"],
+)
+BATCH_SIZE = Histogram(
+    "inference_batch_size",
+    "Inputs per batch handed to the ONNX workers, by model.",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+
+
+# --- tokens: from the usage signals (billing's receiver ran first, so a failed recording counts nothing) ----
+_RECENT = 10_000  # request events remembered for refunds (refunds follow their request within seconds)
+_recent: OrderedDict[tuple[str, str], list[UsageEvent]] = OrderedDict()
+_recent_lock = threading.Lock()
+
+
+def _on_recorded(sender: Any, events: list[UsageEvent], **kwargs: Any) -> frozenset[str]:
+    for event in events:
+        TOKENS.labels(event.model, event.cluster_id).inc(event.tokens)
+    if events:
+        with _recent_lock:
+            _recent[(events[0].cluster_id, events[0].request_id)] = list(events)
+            while len(_recent) > _RECENT:
+                _recent.popitem(last=False)
+    return frozenset()  # records nothing in the ledger's sense
+
+
+def _on_refunded(
+    sender: Any, cluster_id: str, request_id: str, models: frozenset[str], **kwargs: Any
+) -> None:
+    with _recent_lock:
+        events = _recent.pop((cluster_id, request_id), [])
+    for event in events:
+        if event.model in models:
+            TOKENS_REFUNDED.labels(event.model, cluster_id).inc(event.tokens)
+
+
+usage_recorded.connect(_on_recorded, dispatch_uid="console.metrics.tokens")
+usage_refunded.connect(_on_refunded, dispatch_uid="console.metrics.refunds")
+embedding.on_batch(lambda model, size: BATCH_SIZE.labels(model).observe(size))
+
+
+# --- gauges read when scraped ---------------------------------------------------------------------------
+class StateCollector(Collector):
+    """Reads the ONNX pool's snapshot and the restart jobs by state at scrape time."""
+
+    def describe(self) -> Iterator[Metric]:
+        """The metric names, without reading anything (called at registration, before the database is up)."""
+        for name in (
+            "inference_workers",
+            "inference_jobs_in_flight",
+            "inference_queue_depth",
+            "restart_jobs",
+            "usage_flush_lag_seconds",
+        ):
+            yield GaugeMetricFamily(name, "")
+
+    def collect(self) -> Iterator[Metric]:
+        """The current values."""
+        state = embedding.pool_state()
+        workers = GaugeMetricFamily("inference_workers", "ONNX worker threads of this process.")
+        in_flight = GaugeMetricFamily(
+            "inference_jobs_in_flight", "Batches handed to the ONNX workers, unfinished."
+        )
+        queued = GaugeMetricFamily("inference_queue_depth", "Batches waiting for a free ONNX worker.")
+        workers.add_metric([], state.workers if state else settings.INFERENCE_WORKERS)
+        in_flight.add_metric([], state.jobs_in_flight if state else 0)
+        queued.add_metric([], state.queue_depth if state else 0)
+        yield from (workers, in_flight, queued)
+
+        from console.clusters.models import RestartJob  # the app registry is ready by the first scrape
+
+        jobs = GaugeMetricFamily(
+            "restart_jobs", "Cluster restart jobs by state (all time).", labels=["state"]
+        )
+        counts = dict.fromkeys(RestartJob.State.values, 0)
+        try:
+            for row in RestartJob.objects.values("state").order_by().annotate(n=_count()):
+                counts[row["state"]] = row["n"]
+        except DatabaseError:
+            pass  # the database is down: the other metrics are still worth serving (and /healthz says so)
+        else:
+            for job_state, number in sorted(counts.items()):
+                jobs.add_metric([job_state], number)
+            yield jobs
+
+        lag = GaugeMetricFamily(
+            "usage_flush_lag_seconds",
+            "Age of the oldest usage not yet in the ledger. Always 0: usage is written synchronously, in the "
+            "request that ran the model, before the answer is sent.",
+        )
+        lag.add_metric([], 0.0)
+        yield lag
+
+
+def _count() -> Any:
+    from django.db.models import Count
+
+    return Count("id")
+
+
+REGISTRY.register(StateCollector())
+
+
+# --- the request middleware and the endpoint ---------------------------------------------------------------
+class MetricsMiddleware:
+    """Counts every request and times it, labelled by the URL pattern that served it."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        """Serve and observe."""
+        started = time.perf_counter()
+        response = self.get_response(request)
+        match = request.resolver_match
+        route = (match.route or match.view_name or "unnamed") if match else "unmatched"
+        LATENCY.labels(route, request.method or "").observe(time.perf_counter() - started)
+        REQUESTS.labels(route, request.method or "", str(response.status_code)).inc()
+        return response
+
+
+def _allowed(request: HttpRequest) -> bool:
+    token = settings.METRICS_TOKEN
+    if token:
+        given = request.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+    try:
+        return ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")).is_loopback
+    except ValueError:
+        return False
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """The Prometheus exposition of this process's metrics (token or loopback only)."""
+    if not _allowed(request):
+        status = 401 if settings.METRICS_TOKEN else 403
+        response = HttpResponse("metrics: forbidden\n", status=status, content_type="text/plain")
+        if status == 401:
+            response["WWW-Authenticate"] = "Bearer"
+        return response
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

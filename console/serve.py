@@ -1,0 +1,147 @@
+"""`python -m console.serve`: what `make run` runs: the web server and the Celery worker (with beat).
+
+A small supervisor instead of a shell `trap 'kill 0'`: that trap re-entered itself on every SIGTERM it
+sent to its own process group (hundreds of "Warm shutdown" lines, then bash overflowed its stack and
+segfaulted). Here each child runs in its own session, so a terminal's Ctrl-C reaches only this process,
+which forwards ONE graceful SIGTERM to each child (gunicorn finishes in-flight requests; Celery finishes
+its task), waits up to `SHUTDOWN_TIMEOUT` seconds, kills whatever is left, and exits 0. A second Ctrl-C
+kills at once.
+
+It also records the effective settings in the run file (`console/runfile.py`) so `manage.py` commands run
+later in the same checkout find the same DATA_DIR, PORT and PUBLIC_URL without exporting them again.
+Imports no Django: the children load it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from console import runfile
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Supervisor:
+    """Starts the children, forwards the first stop signal once, and reaps them within a deadline."""
+
+    def __init__(self, commands: list[list[str]], *, timeout: float) -> None:
+        self.commands = commands
+        self.timeout = timeout
+        self.children: list[subprocess.Popen[bytes]] = []
+        self.stopping = False
+        self.deadline = 0.0
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self.deadline = time.monotonic() + self.timeout
+            name = signal.Signals(signum).name
+            print(
+                f"serve: {name}: stopping (in-flight requests finish, {self.timeout:.0f} s at most)",
+                flush=True,
+            )
+            self._signal_all(signal.SIGTERM)
+        elif signum == signal.SIGINT:
+            print("serve: second interrupt: killing now", flush=True)
+            self._signal_all(signal.SIGKILL)
+
+    def _signal_all(self, sig: signal.Signals) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                # SIGKILL goes to the whole group (gunicorn's workers, Celery's pool and beat); SIGTERM to
+                # the leader alone, which stops its own children gracefully.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, sig) if sig == signal.SIGKILL else os.kill(child.pid, sig)
+
+    def run(self) -> int:
+        """Run until a stop signal or a child's exit; return the exit status (0 after a requested stop)."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        for command in self.commands:
+            self.children.append(subprocess.Popen(command, cwd=ROOT, start_new_session=True))
+        status = 0
+        while True:
+            alive = [child for child in self.children if child.poll() is None]
+            if not alive:
+                break
+            if not self.stopping and len(alive) < len(self.children):
+                # One child died on its own: stop the other rather than serve half a system.
+                dead = next(child for child in self.children if child.poll() is not None)
+                print(f"serve: a child exited with {dead.returncode}: stopping", flush=True)
+                status = 1
+                self._on_signal(signal.SIGTERM, None)
+            if self.stopping and time.monotonic() > self.deadline:
+                print("serve: shutdown timeout: killing what is left", flush=True)
+                self._signal_all(signal.SIGKILL)
+                for child in alive:
+                    child.wait()
+                break
+            time.sleep(0.1)
+        return status
+
+
+def commands(env: dict[str, str]) -> list[list[str]]:
+    """The web server and the worker, configured from `env` (as `make run` exports it)."""
+    bin_dir = Path(sys.executable).parent
+    data_dir = Path(env.get("DATA_DIR") or ROOT / "data")
+    port = env.get("PORT") or "8000"
+    workers = web_concurrency(env)
+    grace = env.get("SHUTDOWN_TIMEOUT") or "8"
+    web = [
+        str(bin_dir / "gunicorn"), "console.wsgi:application", "--config", "python:console.gunicorn_conf",
+        "--bind", f"0.0.0.0:{port}", "--workers", str(workers), "--threads", "8",
+        "--access-logfile", "-", "--timeout", "120", "--control-socket", str(data_dir / "gunicorn.ctl"),
+        "--graceful-timeout", str(max(1, int(float(grace)) - 2)),
+    ]  # fmt: skip
+    worker = [
+        str(bin_dir / "celery"), "-A", "console", "worker", "--loglevel", "INFO", "--concurrency", "1",
+        "--beat", "--schedule", str(data_dir / "celerybeat-schedule"),
+    ]  # fmt: skip
+    return [web, worker]
+
+
+def web_concurrency(env: dict[str, str]) -> int:
+    """WEB_CONCURRENCY (default 1); more than one web process needs remote storage (QDRANT_URL)."""
+    raw = (env.get("WEB_CONCURRENCY") or "1").strip()
+    try:
+        workers = int(raw)
+    except ValueError:
+        raise SystemExit(f"WEB_CONCURRENCY must be an integer, got {raw!r}") from None
+    if workers < 1:
+        raise SystemExit(f"WEB_CONCURRENCY must be at least 1, got {workers}")
+    if workers > 1 and not (env.get("QDRANT_URL") or "").strip():
+        raise SystemExit(
+            f"WEB_CONCURRENCY={workers} needs remote vector storage: with the embedded Qdrant Edge storage "
+            "only one process may open a cluster's files. Set QDRANT_URL (a Qdrant server) or use "
+            "WEB_CONCURRENCY=1."
+        )
+    return workers
+
+
+def main() -> int:
+    """Record the run settings, then supervise the web server and the worker."""
+    env = dict(os.environ)
+    children = commands(env)
+    try:
+        written: object = runfile.write(env)
+    except OSError as exc:  # a read-only checkout (a container image): manage.py then needs the variables
+        written = f"nowhere ({exc.strerror})"
+    port = env.get("PORT") or "8000"
+    print(
+        f"Serving on http://127.0.0.1:{port}/ and gRPC on 127.0.0.1:{env.get('GRPC_PORT') or 6334} "
+        f"(data in {env.get('DATA_DIR') or ROOT / 'data'}; settings recorded in {written})",
+        flush=True,
+    )
+    timeout = float(env.get("SHUTDOWN_TIMEOUT") or 8)
+    return Supervisor(children, timeout=timeout).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
