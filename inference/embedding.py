@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from inference.engine.engine import Engine
     from inference.engine.fetch import FetchGate, FetchPolicy
-    from inference.engine.pool import BatchJob, WorkerPool
+    from inference.engine.pool import BatchJob, InProcessPool
     from inference.engine.types import EmbedResult
 
 _engine: Engine | None = None
@@ -63,7 +63,7 @@ class _ObservedPool:
     Lives here, not in the engine, so the engine stays free of metrics: the pool exposes no counters.
     """
 
-    def __init__(self, pool: WorkerPool, workers: int) -> None:
+    def __init__(self, pool: InProcessPool, workers: int) -> None:
         self._pool = pool
         self._workers = workers
         self._in_flight = 0
@@ -91,6 +91,10 @@ class _ObservedPool:
 
     def warm(self, spec: ModelSpec, model_dir: Path) -> None:
         self._pool.warm(spec, model_dir)
+
+    def shutdown(self) -> None:
+        """Stop the wrapped pool's workers."""
+        self._pool.shutdown()
 
 
 def resolve_model(name: str) -> tuple[ModelSpec, Path]:
