@@ -3,7 +3,7 @@
 Upserts N points (default 50,000; 384-d random float vectors, payload `{"i": n, "group": n % 10}`) in
 batches of 1,000, then runs Q queries (default 500; nearest, limit 10, no filter), on both sides:
 
-- data plane: our server started here as a subprocess (gunicorn, 1 worker, 4 threads) in a temporary
+- data plane: our server as a subprocess (gunicorn, as bench/dataplane.py starts it) in a temporary
   DATA_DIR, with a cluster created by `manage.py create_cluster` on the embedded backend (Qdrant Edge),
   driven over real HTTP on 127.0.0.1 by the official `qdrant_client.QdrantClient(url=..., api_key=...)`;
 - baseline: qdrant-client local mode, `QdrantClient(path=<tmpdir>)`, with the same vectors and queries
@@ -17,42 +17,24 @@ the two sides (both do exact search). Run: `.venv/bin/python bench/storage.py [-
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from dataplane import serve  # bench/ is on sys.path when a bench runs as a script
 from qdrant_client import QdrantClient, models
 
 REPO = Path(__file__).resolve().parent.parent
-VENV_BIN = REPO / ".venv" / "bin"
 DIM = 384
 TOP = 10
 WARMUP_QUERIES = 5
 COLLECTION = "bench"
 CLIENT_TIMEOUT = 120  # seconds, per request
-COMMAND_TIMEOUT = 120  # seconds, for migrate and create_cluster
-STARTUP_TIMEOUT = 60  # seconds for /healthz to answer
-SHUTDOWN_TIMEOUT = 30  # seconds between SIGTERM and SIGKILL
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """Where the data plane of the benchmark cluster answers."""
-
-    url: str
-    api_key: str
 
 
 @dataclass(frozen=True)
@@ -63,115 +45,6 @@ class Result:
     query_p50_ms: float
     query_p99_ms: float
     top_ids: list[list[int]]  # top-10 ids of each timed query, in order
-
-
-def default_models_dir() -> Path:
-    """`settings.MODELS_DIR` of the current (default) environment: where `make setup` installed models."""
-    sys.path.insert(0, str(REPO))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
-    from django.conf import settings
-
-    return Path(settings.MODELS_DIR).resolve()
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def manage(args: Sequence[str], env: dict[str, str]) -> str:
-    """Run `manage.py ARGS` in the server's environment; its stdout, or exit with its stderr."""
-    done = subprocess.run(
-        [str(VENV_BIN / "python"), "manage.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT,
-        check=False,
-    )
-    if done.returncode != 0:
-        sys.exit(f"manage.py {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    return done.stdout
-
-
-def wait_healthy(base_url: str, server: subprocess.Popen[bytes]) -> None:
-    """Poll `GET /healthz` until it answers 200, the server exits, or the startup time runs out.
-
-    On failure the caller prints the tail of the server log."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            sys.exit(f"the server exited with {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.25)
-    sys.exit(f"the server did not answer /healthz within {STARTUP_TIMEOUT}s")
-
-
-@contextmanager
-def data_plane_server(workdir: Path) -> Iterator[Cluster]:
-    """Migrate a fresh DATA_DIR, create a cluster, serve it with gunicorn; stopped on the way out."""
-    data_dir = workdir / "data"
-    data_dir.mkdir()
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "DATA_DIR": str(data_dir),
-        "MODELS_DIR": str(default_models_dir()),
-        "HF_HUB_OFFLINE": "1",
-        "PUBLIC_URL": base_url,
-        "PORT": str(port),
-        "DJANGO_SETTINGS_MODULE": "console.settings",
-    }
-    manage(["migrate", "--noinput"], env)
-    created = json.loads(
-        manage(
-            ["create_cluster", "--name", "bench", "--region", "us-east-1", "--tier", "paid", "--json"], env
-        )
-    )
-    log = workdir / "server.log"
-    with log.open("wb") as log_file:
-        server = subprocess.Popen(
-            [
-                str(VENV_BIN / "gunicorn"),
-                "console.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "1",
-                "--threads",
-                "4",
-                "--timeout",
-                str(CLIENT_TIMEOUT),
-                "--no-control-socket",  # no shared socket under ~/.gunicorn, which other servers may use
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_healthy(base_url, server)
-            yield Cluster(url=created["url"], api_key=created["api_key"])
-        except BaseException:
-            print(f"--- server log (tail) ---\n{log.read_text(errors='replace')[-4000:]}", file=sys.stderr)
-            raise
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=SHUTDOWN_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(timeout=SHUTDOWN_TIMEOUT)
 
 
 def make_data(points: int, queries: int, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
@@ -248,7 +121,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp:
         workdir = Path(tmp)
-        with data_plane_server(workdir) as cluster:
+        # The server as `make run` serves it (bench/dataplane.py starts it the same way for its figures).
+        with serve(REPO, os.environ.get("MODELS_DIR"), workdir, {}) as cluster:
             warnings.filterwarnings("ignore", "Api key is used with an insecure connection")  # 127.0.0.1
             remote = QdrantClient(url=cluster.url, api_key=cluster.api_key, timeout=CLIENT_TIMEOUT)
             try:
@@ -268,7 +142,7 @@ def main() -> None:
 
     overlap, identical = agreement(plane.top_ids, local.top_ids)
     print(
-        f"data plane (Edge, gunicorn 1 worker x 4 threads, REST): upsert {plane.upsert_rate:.0f} points/s, "
+        f"data plane (Edge, gunicorn 1 worker x 8 threads, REST): upsert {plane.upsert_rate:.0f} points/s, "
         f"query p50 {plane.query_p50_ms:.2f} ms, p99 {plane.query_p99_ms:.2f} ms"
     )
     print(

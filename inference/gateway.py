@@ -123,8 +123,9 @@ def serve(
                 "the cluster is restarting to apply a new configuration, retry soon",
                 retry_after=RETRY_AFTER_SECONDS,
             )
-        key = request_id if fingerprint is not None else None  # a key without a fingerprint only tags usage
-        if key is not None and fingerprint is not None:
+        key: str | None = None  # a key without a fingerprint only tags usage
+        if request_id is not None and fingerprint is not None:
+            key = request_id
             replay = idempotency.claim(cluster_id=cluster.id, key=key, fingerprint=fingerprint)
             if replay is not None:
                 return Served(result=replay.result, usage=replay.usage)

@@ -21,7 +21,7 @@ MINILM_L3 = "sentence-transformers/paraphrase-minilm-l3-v2"
 BM25 = "qdrant/bm25"
 ROOT = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.fixtures", "tests.processes"] if django.apps.apps.ready else []
+pytest_plugins = ["tests.drip", *(["tests.fixtures", "tests.processes"] if django.apps.apps.ready else [])]
 
 
 @pytest.fixture(scope="session")

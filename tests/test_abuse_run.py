@@ -17,7 +17,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -31,25 +30,6 @@ RSS_BOUND_MIB = 1536  # the web process's documented bound (README, "Limits")
 SECONDS = 20.0
 
 
-class Drip(BaseHTTPRequestHandler):
-    """An image server that sends one byte every 0.2 s, for ever."""
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "image/png")
-        self.end_headers()
-        try:
-            while True:
-                self.wfile.write(b"\x89")
-                self.wfile.flush()
-                time.sleep(0.2)
-        except OSError:
-            return
-
-    def log_message(self, *args: object) -> None:
-        """Quiet."""
-
-
 def worker_rss_peak_mib(master_pid: int) -> float:
     children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
     status = Path(f"/proc/{children[0]}/status").read_text()
@@ -57,11 +37,10 @@ def worker_rss_peak_mib(master_pid: int) -> float:
     return int(line.split()[1]) / 1024
 
 
-def test_abuse_run(embedded_env: dict[str, str], server_processes: list[subprocess.Popen[bytes]]) -> None:
-    drip = ThreadingHTTPServer(("127.0.0.1", 0), Drip)
-    drip.daemon_threads = True
-    threading.Thread(target=drip.serve_forever, daemon=True).start()
-    drip_host = f"127.0.0.1:{drip.server_address[1]}"
+def test_abuse_run(
+    embedded_env: dict[str, str], server_processes: list[subprocess.Popen[bytes]], drip: str
+) -> None:
+    drip_host = drip
     env = {**embedded_env, "IMAGE_FETCH_ALLOW_HOSTS": drip_host, "IMAGE_FETCH_TOTAL_TIMEOUT": "3"}
     manage = [sys.executable, "manage.py"]
     created = json.loads(

@@ -7,41 +7,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from inference.engine.fetch import FetchesBusy, FetchGate, FetchPolicy, fetch_url
 from inference.engine.types import ImageFetchError
-
-
-class Drip(BaseHTTPRequestHandler):
-    """Sends a PNG's headers, then one byte every 0.2 s, for ever: a server that never finishes."""
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "image/png")
-        self.end_headers()
-        try:
-            while True:
-                self.wfile.write(b"\x89")
-                self.wfile.flush()
-                time.sleep(0.2)
-        except OSError:
-            return
-
-    def log_message(self, *args: object) -> None:
-        """Quiet."""
-
-
-@pytest.fixture
-def drip() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Drip)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 def policy(host: str, total: float = 1.5) -> FetchPolicy:
