@@ -180,6 +180,7 @@ def _build_engine() -> Engine:
         workers=settings.INFERENCE_WORKERS,
         settings=RunnerSettings(
             onnx_threads=settings.INFERENCE_ONNX_THREADS,
+            solo_threads=settings.INFERENCE_SOLO_THREADS,
             memory_arena=settings.INFERENCE_ONNX_ARENA,
             fetch_policy=_fetch_policy(),
         ),

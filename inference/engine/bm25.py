@@ -271,7 +271,7 @@ class Bm25Runner:
         _text_of(request)
         bm25_model(request.options)
 
-    def embed(self, requests: Sequence[EmbedRequest]) -> list[EmbedResult]:
+    def embed(self, requests: Sequence[EmbedRequest], *, alone: bool = False) -> list[EmbedResult]:
         """One sparse vector per request, in order: BM25 tf weights for documents, 1.0 per query token."""
         results = []
         for request in requests:

@@ -208,7 +208,7 @@ class OnnxImageRunner:
                 "an http(s) URL, a data URL or base64 data."
             )
 
-    def embed(self, requests: Sequence[EmbedRequest]) -> list[EmbedResult]:
+    def embed(self, requests: Sequence[EmbedRequest], *, alone: bool = False) -> list[EmbedResult]:
         """Fetch and decode every image, run the encoder in batches, and return one vector per request."""
         for request in requests:
             self.check(request)

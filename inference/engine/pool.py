@@ -51,6 +51,7 @@ class RunnerSettings:
     """How runners are built: ONNX threads per session, its memory arena and the image fetch policy."""
 
     onnx_threads: int = 1
+    solo_threads: int = 0  # intra-op threads for a text batch run while the rest of the pool idles; 0: off
     memory_arena: bool = True
     fetch_policy: FetchPolicy = field(default_factory=FetchPolicy)
 
@@ -85,7 +86,11 @@ class RunnerRegistry:
             from .text import OnnxTextRunner
 
             return OnnxTextRunner(
-                spec, model_dir, threads=self.settings.onnx_threads, memory_arena=self.settings.memory_arena
+                spec,
+                model_dir,
+                threads=self.settings.onnx_threads,
+                memory_arena=self.settings.memory_arena,
+                solo_threads=self.settings.solo_threads,
             )
         if spec.runtime is Runtime.ONNX_IMAGE:
             from .clip import OnnxImageRunner
@@ -248,10 +253,10 @@ class InProcessPool:
                         self._cond.wait(taken)
                 finally:
                     self._idle -= 1
-            job, batch = taken
-            self._run_batch(job, batch)
+            job, batch, alone = taken
+            self._run_batch(job, batch, alone=alone)
 
-    def _take_locked(self, now: float) -> tuple[BatchJob, list[_Item]] | float | None:
+    def _take_locked(self, now: float) -> tuple[BatchJob, list[_Item], bool] | float | None:
         """The next batch to run, or how long to wait before looking again (None: until notified)."""
         # Inputs of calls that already failed need no run.
         for key, (job, queue) in list(self._queues.items()):
@@ -282,11 +287,13 @@ class InProcessPool:
         else:
             del self._queues[key]
         self._queued -= len(batch)
-        return job, batch
+        # Alone: nothing else queued and every worker idle but this one (which still counts itself idle).
+        alone = not self._queues and self._idle == len(self._threads)
+        return job, batch, alone
 
-    def _run_batch(self, job: BatchJob, batch: list[_Item]) -> None:
+    def _run_batch(self, job: BatchJob, batch: list[_Item], *, alone: bool = False) -> None:
         try:
-            results = self._embed(job, [item.request for item in batch])
+            results = self._embed(job, [item.request for item in batch], alone=alone)
         except BaseException as exc:  # handed to the waiting caller, never lost in this thread
             calls = {id(item.call): item.call for item in batch}
             if len(calls) == 1:
@@ -309,8 +316,10 @@ class InProcessPool:
                 call.error = exc
                 call.done.set()
 
-    def _embed(self, job: BatchJob, requests: list[EmbedRequest]) -> list[EmbedResult]:
-        results = self.registry.get(job.spec, job.model_dir).embed(requests)
+    def _embed(
+        self, job: BatchJob, requests: list[EmbedRequest], *, alone: bool = False
+    ) -> list[EmbedResult]:
+        results = self.registry.get(job.spec, job.model_dir).embed(requests, alone=alone)
         if len(results) != len(requests):  # a runner bug must not shift vectors onto other points
             raise EngineUnavailable(
                 f"Model {job.spec.name} returned {len(results)} vectors for {len(requests)}"

@@ -25,8 +25,12 @@ class ModelRunner(Protocol):
         """
         ...
 
-    def embed(self, requests: Sequence[EmbedRequest]) -> list[EmbedResult]:
-        """Embed the requests (all for this model), one result per request, in order."""
+    def embed(self, requests: Sequence[EmbedRequest], *, alone: bool = False) -> list[EmbedResult]:
+        """Embed the requests (all for this model), one result per request, in order.
+
+        `alone` says nothing else runs in the pool meanwhile (a lone query on an idle server), so a runner
+        may spread this batch over more cores; runners without such a mode ignore it.
+        """
         ...
 
 

@@ -84,10 +84,24 @@ class OnnxTextRunner:
     """Runs one dense text model; thread-safe (onnxruntime sessions and tokenizers may be shared)."""
 
     def __init__(
-        self, spec: ModelSpec, model_dir: Path, *, threads: int = 1, memory_arena: bool = True
+        self,
+        spec: ModelSpec,
+        model_dir: Path,
+        *,
+        threads: int = 1,
+        memory_arena: bool = True,
+        solo_threads: int = 0,
     ) -> None:
         self.spec = spec
         self.session = make_session(model_dir / "model.onnx", threads, memory_arena=memory_arena)
+        # A second session of the same file spread over `solo_threads` cores, for a batch that runs while
+        # the rest of the pool is idle: a lone short query is latency-bound, and one thread leaves the
+        # other cores idle (MiniLM-L6 int8, one sentence: 6.3 ms on one thread, 3.4 ms on two).
+        self.solo_session = (
+            make_session(model_dir / "model.onnx", solo_threads, memory_arena=memory_arena)
+            if solo_threads > threads
+            else None
+        )
         self.tokenizer = load_tokenizer(model_dir, spec.context_window)
         self._input_names = {i.name for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]
@@ -103,7 +117,7 @@ class OnnxTextRunner:
         if unknown:
             raise InvalidInput(f"Model {request.model} does not accept options, got: {', '.join(unknown)}")
 
-    def embed(self, requests: Sequence[EmbedRequest]) -> list[EmbedResult]:
+    def embed(self, requests: Sequence[EmbedRequest], *, alone: bool = False) -> list[EmbedResult]:
         """Embed one batch: tokenize (truncating), run the encoder, pool, normalize."""
         if not requests:
             return []
@@ -116,7 +130,8 @@ class OnnxTextRunner:
             feeds["attention_mask"] = attention
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
-        (output,) = self.session.run([self._output], feeds)
+        session = self.solo_session if alone and self.solo_session is not None else self.session
+        (output,) = session.run([self._output], feeds)
         vectors = self._pool(np.asarray(output, dtype=np.float32), attention)
         tokens = attention.sum(axis=1)
         return [EmbedResult(vector=v.tolist(), tokens=int(t)) for v, t in zip(vectors, tokens, strict=True)]

@@ -16,7 +16,7 @@ import pytest
 
 from inference import catalog
 from inference.engine.engine import Engine
-from inference.engine.pool import BatchJob, BatchSettings, InProcessPool
+from inference.engine.pool import BatchJob, BatchSettings, InProcessPool, RunnerSettings
 from inference.engine.types import (
     EmbedRequest,
     EmbedResult,
@@ -42,15 +42,19 @@ TEXTS = [
 class RecordingPool(InProcessPool):
     """The real pool, recording the size of every batch that reached a model."""
 
-    def __init__(self, workers: int, batching: BatchSettings) -> None:
-        super().__init__(workers=workers, batching=batching)
+    def __init__(self, workers: int, batching: BatchSettings, settings: RunnerSettings | None = None) -> None:
+        super().__init__(workers=workers, batching=batching, settings=settings)
         self.batches: list[list[str]] = []
+        self.alone: list[bool] = []  # per batch: did it run alone (on the solo session, if any)?
         self._record = threading.Lock()
 
-    def _embed(self, job: BatchJob, requests: list[EmbedRequest]) -> list[EmbedResult]:
+    def _embed(
+        self, job: BatchJob, requests: list[EmbedRequest], *, alone: bool = False
+    ) -> list[EmbedResult]:
         with self._record:
             self.batches.append([str(r.data) for r in requests])
-        return super()._embed(job, requests)
+            self.alone.append(alone)
+        return super()._embed(job, requests, alone=alone)
 
 
 def doc(text: str) -> EmbedRequest:
@@ -121,6 +125,28 @@ def test_concurrent_calls_merge_into_few_model_runs_and_never_mix_results(
             assert result.tokens == alone[text].tokens
 
 
+def test_a_lone_query_runs_on_the_solo_session_and_concurrent_ones_do_not(
+    models_dir: Path, alone: dict[str, EmbedResult]
+) -> None:
+    pool = RecordingPool(workers=2, batching=BatchSettings(), settings=RunnerSettings(solo_threads=2))
+    engine = engine_over(pool, models_dir)
+    try:
+        engine.embed([doc("warm up")])
+        time.sleep(0.2)  # both workers started and idle
+        pool.batches.clear()
+        pool.alone.clear()
+        lone = engine.embed([doc(TEXTS[1])]).results[0]
+        assert pool.alone == [True]  # the only input, every other worker idle: spread over both cores
+        assert cos(lone, alone[TEXTS[1]]) >= 0.9999 and lone.tokens == alone[TEXTS[1]].tokens
+        pool.alone.clear()
+        split = engine.embed([doc(t) for t in TEXTS]).results  # split over both workers: neither alone
+    finally:
+        pool.shutdown()
+    assert pool.alone and not any(pool.alone)
+    for text, result in zip(TEXTS, split, strict=True):
+        assert cos(result, alone[text]) >= 0.9999
+
+
 def test_batches_are_length_sorted_and_within_the_token_budget(models_dir: Path) -> None:
     long_texts = [f"{i} " + "a long sentence about vector search and embeddings " * 30 for i in range(4)]
     short_texts = [f"short text {i}" for i in range(4)]
@@ -164,10 +190,12 @@ class GatedPool(RecordingPool):
         self.gate = threading.Event()
         self.running = threading.Event()
 
-    def _embed(self, job: BatchJob, requests: list[EmbedRequest]) -> list[EmbedResult]:
+    def _embed(
+        self, job: BatchJob, requests: list[EmbedRequest], *, alone: bool = False
+    ) -> list[EmbedResult]:
         self.running.set()
         assert self.gate.wait(timeout=30)
-        return super()._embed(job, requests)
+        return super()._embed(job, requests, alone=alone)
 
 
 def test_a_full_queue_refuses_at_once_and_queues_nothing(models_dir: Path) -> None:
@@ -210,12 +238,14 @@ def test_a_call_larger_than_the_queue_runs_when_the_queue_is_empty(models_dir: P
 class PoisonPool(RecordingPool):
     """Fails any model run that contains the text "poison", as a runner does for an unusable input."""
 
-    def _embed(self, job: BatchJob, requests: list[EmbedRequest]) -> list[EmbedResult]:
+    def _embed(
+        self, job: BatchJob, requests: list[EmbedRequest], *, alone: bool = False
+    ) -> list[EmbedResult]:
         if any(r.data == "poison" for r in requests):
             with self._record:
                 self.batches.append([str(r.data) for r in requests])
             raise InvalidInput("this input cannot be embedded")
-        return super()._embed(job, requests)
+        return super()._embed(job, requests, alone=alone)
 
 
 def test_a_failing_input_fails_only_its_own_call(models_dir: Path, alone: dict[str, EmbedResult]) -> None:
