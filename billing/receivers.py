@@ -2,38 +2,27 @@
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Any
 
-from django.db import OperationalError, connection
+from django.db import connection
 
-from billing.services import usage_record, usage_refund
+from billing.group_commit import GroupCommit, record_with_retries
+from billing.services import usage_refund
 from inference.usage import UsageEvent
 
-logger = logging.getLogger(__name__)
-
-RECORD_ATTEMPTS = 3
+_group = GroupCommit()
 
 
 def on_usage_recorded(sender: Any, events: list[UsageEvent], **kwargs: Any) -> frozenset[str]:
-    """Persist one request's usage events; transient database errors are retried (recording is idempotent).
+    """Persist one request's usage events before it answers; the models newly recorded.
 
-    A failure that persists is raised, not swallowed: the request then fails and the client retries it
-    (billed once, by its Idempotency-Key), where swallowing would silently lose the tokens.
+    Concurrent requests share a transaction (`billing.group_commit`). A caller already inside a transaction
+    records in it, alone: its events must commit or roll back with the rest of that transaction.
     """
-    for attempt in range(1, RECORD_ATTEMPTS + 1):
-        try:
-            return usage_record(events=events).inserted_models
-        except OperationalError:
-            # Inside a caller's transaction a retry cannot help: that transaction is already broken.
-            if attempt == RECORD_ATTEMPTS or connection.in_atomic_block:
-                logger.exception("billing: could not record %d usage event(s)", len(events))
-                raise
-            logger.warning("billing: recording usage failed (attempt %d), retrying", attempt, exc_info=True)
-            connection.close_if_unusable_or_obsolete()
-            time.sleep(0.05 * 2**attempt)
-    raise AssertionError("unreachable")  # the loop returns or raises
+    if connection.in_atomic_block:
+        keys = record_with_retries(events)
+        return frozenset(model for _, _, model in keys)
+    return _group.record(events)
 
 
 def on_usage_refunded(

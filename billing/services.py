@@ -77,6 +77,7 @@ class RecordResult:
     duplicates: int
     tokens: int
     inserted_models: frozenset[str] = frozenset()
+    inserted_keys: frozenset[RecordKey] = frozenset()  # (cluster_id, stored request id, model)
 
 
 def normalize_request_id(request_id: str) -> str:
@@ -123,6 +124,7 @@ def usage_record(*, events: Sequence[UsageEvent]) -> RecordResult:
         duplicates=len(billable) - len(inserted),
         tokens=sum(r.tokens for r in inserted),
         inserted_models=frozenset(r.model for r in inserted),
+        inserted_keys=frozenset((r.cluster_id, r.request_id, r.model) for r in inserted),
     )
 
 
