@@ -1,4 +1,4 @@
-"""Reads about accounts, clusters, credentials, console roles and restart jobs.
+"""Reads about accounts, clusters, credentials, console roles, restart jobs and live web processes (replicas).
 
 What a console user may see is decided here: `clusters_visible(user=...)` is the one place that scopes
 clusters to the user's accounts (staff and superusers see all); every console read of a cluster or job by id

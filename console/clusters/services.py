@@ -1,5 +1,5 @@
-"""Writes about accounts, clusters, their credentials, console users, and the inference toggle with its
-restart jobs.
+"""Writes about accounts, clusters, their credentials, console users, the inference toggle with its
+restart jobs, and the registry of live web processes (replicas) those jobs run their steps on.
 
 Console actions take the acting user (`actor`) and check its role on the cluster's account here, whatever
 the caller checked before: only an admin of the cluster's account (or an operator) may toggle inference,
