@@ -238,6 +238,12 @@ def _summary(detail: Any) -> str:
         return ""
     parts = []
     for key, value in detail.items():
+        if key == "models" and isinstance(value, dict):  # the warm step: milliseconds per model
+            parts.append("loaded: " + (", ".join(f"{k} ({v} ms)" for k, v in value.items()) or "none"))
+            continue
+        if key.endswith("_ms"):
+            parts.append(f"{key[:-3].replace('_', ' ')} {value} ms")
+            continue
         if isinstance(value, dict):
             value = ", ".join(f"{k} {v}" for k, v in value.items()) or "none"
         elif isinstance(value, list):

@@ -208,6 +208,7 @@ def test_a_toggle_drains_and_warms_every_replica_and_each_reports(
     for key in ids:
         assert f'data-replica="{key}"' in html
     assert html.count('data-status="ok"') == 8
+    assert "loaded: " in html and f"{MINILM} (" in html and "waited " in html  # readable, in the titles
 
 
 def test_a_replica_stopped_mid_job_is_let_go_and_the_job_succeeds_in_bounded_time(
