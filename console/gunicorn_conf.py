@@ -1,7 +1,10 @@
-"""Gunicorn settings for `make run`: the web worker also serves Qdrant's gRPC API (`GRPC_PORT`).
+"""Gunicorn settings for `make run`: the web worker also serves Qdrant's gRPC API (`GRPC_PORT`) and registers
+itself as a replica.
 
 The gRPC server runs inside the worker because that process owns the clusters' embedded storage (Qdrant
-Edge allows one opener per directory) and the models; see `inference/grpc/server.py`. Use one worker.
+Edge allows one opener per directory) and the models; see `inference/grpc/server.py`. Each worker also
+starts a control listener of its own and registers it in the database, so a restart job reaches every web
+process, not only the one behind the shared port (`console/clusters/replicas.py`).
 """
 
 from __future__ import annotations
@@ -26,14 +29,19 @@ def on_starting(server: Any) -> None:
 
 
 def post_worker_init(worker: Any) -> None:
-    """Start the gRPC server once the Django app is loaded in the worker."""
+    """Start the gRPC server and register the worker as a replica, once the Django app is loaded in it."""
+    from console.clusters import replicas
     from inference.grpc import server
 
     server.start()
+    replicas.start()
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """Stop the gRPC server with the worker, letting running calls finish."""
+    """Deregister the replica (no restart waits for it) and stop the gRPC server, letting running calls
+    finish."""
+    from console.clusters import replicas
     from inference.grpc import server as grpc_server
 
+    replicas.stop()
     grpc_server.stop()

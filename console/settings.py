@@ -241,6 +241,20 @@ RESTART_STALE_AFTER = env_float("RESTART_STALE_AFTER", 20.0)
 RESTART_HEARTBEAT_INTERVAL = env_float("RESTART_HEARTBEAT_INTERVAL", min(5.0, RESTART_STALE_AFTER / 4))
 RESTART_MAX_ATTEMPTS = env_int("RESTART_MAX_ATTEMPTS", 3, minimum=1)  # claims before a job is failed
 
+# --- replicas: every web process registers itself and its own control listener (console/clusters/replicas.py)
+# Several web processes share the public port (gunicorn's workers, replicas behind a load balancer), so a
+# call to it reaches one of them at random; each process therefore also listens on a port of its own
+# (ephemeral) on CONTROL_BIND, and registers `http://{CONTROL_ADVERTISE_HOST}:{port}` in the database so the
+# restart worker calls every live one. Bind 0.0.0.0 when the worker runs on another machine or container;
+# the advertised host then defaults to this machine's hostname (a container's, in compose).
+CONTROL_BIND = env_str("CONTROL_BIND", "127.0.0.1")
+CONTROL_ADVERTISE_HOST = env_str("CONTROL_ADVERTISE_HOST", "")
+# Seconds: how often a web process beats its registration; after how long without a beat it counts as dead
+# (a restart stops waiting for it); after how long a dead one's row is deleted (the admin lists it till then).
+REPLICA_HEARTBEAT_SECONDS = env_float("REPLICA_HEARTBEAT_SECONDS", 5.0)
+REPLICA_STALE_AFTER = env_float("REPLICA_STALE_AFTER", 15.0)
+REPLICA_PRUNE_AFTER = env_float("REPLICA_PRUNE_AFTER", 3600.0)
+
 # --- inference engine ----------------------------------------------------------------------------------
 INFERENCE_WORKERS = env_int("INFERENCE_WORKERS", 2, minimum=1)  # in-process ONNX worker threads
 INFERENCE_ONNX_THREADS = env_int("INFERENCE_ONNX_THREADS", 1, minimum=1)  # intra-op threads per session

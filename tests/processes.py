@@ -41,9 +41,12 @@ def embedded_env(tmp_path: Path, models_dir: Path) -> dict[str, str]:
     return env
 
 
-def start_server(env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_server(env: dict[str, str], *, as_make_run: bool = False) -> subprocess.Popen[bytes]:
+    """gunicorn serving the app; `as_make_run` adds console/gunicorn_conf.py, as `make run` and compose do
+    (the worker then registers itself as a replica and serves gRPC when GRPC_PORT is not 0)."""
+    config = ["--config", "python:console.gunicorn_conf"] if as_make_run else []
     server = subprocess.Popen(
-        [str(BIN / "gunicorn"), "console.wsgi:application", "--bind", f"127.0.0.1:{env['PORT']}",
+        [str(BIN / "gunicorn"), "console.wsgi:application", *config, "--bind", f"127.0.0.1:{env['PORT']}",
          "--workers", "1", "--threads", "4"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip

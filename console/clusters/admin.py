@@ -1,9 +1,9 @@
 """Django admin for operators: accounts, clusters, API keys (hashed, never shown), roles per account,
-restart jobs, toggles.
+restart jobs, toggles, and the live web processes (replicas).
 
 What has rules goes through the services: inference is toggled from the console or its API (a restart job
 applies it), keys are created in the console (the secret is shown once) and revoked here with an action.
-Restart jobs and the toggle audit are read-only.
+Restart jobs, the toggle audit and the replica registry are read-only.
 """
 
 from __future__ import annotations
@@ -14,7 +14,15 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from console.clusters.models import Account, ApiKey, Cluster, InferenceToggle, Membership, RestartJob
+from console.clusters.models import (
+    Account,
+    ApiKey,
+    Cluster,
+    InferenceToggle,
+    Membership,
+    Replica,
+    RestartJob,
+)
 from console.clusters.services import api_key_revoke
 
 
@@ -149,3 +157,11 @@ class InferenceToggleAdmin(ReadOnlyAdmin):
     """Who toggled inference, when, and the job that applied it."""
 
     list_display = ("created_at", "cluster", "actor_username", "from_state", "to_state", "job")
+
+
+@admin.register(Replica)
+class ReplicaAdmin(ReadOnlyAdmin):
+    """The web processes registered for restarts, and when each last beat (dead ones until pruned)."""
+
+    list_display = ("host", "pid", "control_url", "started_at", "seen_at", "id")
+    search_fields = ("host", "id")

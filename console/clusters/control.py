@@ -18,13 +18,18 @@ errors `{"ok": false, "error": msg}` with 4xx for requests that cannot succeed b
 signature, unknown cluster, job no longer running) and 503/500 for conditions that may pass (requests still
 draining, storage unreachable), which the worker retries with backoff.
 
+Each web process serves the endpoint twice: on the public port (the Django view below, what CONTROL_URL
+reaches) and on a control listener of its own (`console.clusters.replicas`), whose address it registers so
+that the worker calls every live process; several processes share the public port, and a call to it
+reaches one of them. Both run `run_step`; the listener's answers also name the replica.
+
 Authentication
 --------------
-The endpoint shares the public port, so every call carries a token made with Django's signing
-(`TimestampSigner`, keyed with CONTROL_TOKEN or else SECRET_KEY, which the web server and the worker share,
-and salted for this use) over the cluster, the step and the job. Tokens older than five minutes are
-refused, so a captured call cannot be replayed later, and a token for one cluster or step is refused for
-another.
+The endpoint shares the public port (and a replica's listener may face the network), so every call carries
+a token made with Django's signing (`TimestampSigner`, keyed with CONTROL_TOKEN or else SECRET_KEY, which the
+web server and the worker share, and salted for this use) over the cluster, the step and the job. Tokens
+older than five minutes are refused, so a captured call cannot be replayed later, and a token for one
+cluster or step is refused for another.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -92,16 +98,33 @@ def control_url() -> str:
     return str(settings.CONTROL_URL or settings.PUBLIC_URL).rstrip("/")
 
 
-def call_step(*, cluster_id: str, step: str, job_id: int, timeout: float) -> dict[str, Any]:
-    """Ask the web process to run one restart step; the answer's `detail`, or ControlError."""
+def step_path(*, cluster_id: str, step: str) -> str:
+    """The path of a step's control call (the same on the public port and on a replica's listener)."""
+    return reverse("console-restart-step", kwargs={"cluster_id": cluster_id, "step": step})
+
+
+def call_step(
+    *,
+    cluster_id: str,
+    step: str,
+    job_id: int,
+    timeout: float,
+    base_url: str | None = None,
+    replica_id: str | None = None,
+) -> dict[str, Any]:
+    """Ask a web process to run one restart step; the answer's `detail`, or ControlError.
+
+    `base_url` is a replica's own listener (default: CONTROL_URL); with `replica_id`, an answer from another
+    process (a dead replica's port taken by a new one, or an advertised host shared by several) is an error.
+    """
+    base = (base_url or control_url()).rstrip("/")
     body = {"token": sign(cluster_id=cluster_id, step=step, job_id=job_id)}
-    path = reverse("console-restart-step", kwargs={"cluster_id": cluster_id, "step": step})
-    url = f"{control_url()}{path}"
+    url = f"{base}{step_path(cluster_id=cluster_id, step=step)}"
     try:
         response = httpx.post(url, json=body, timeout=timeout)
     except httpx.TransportError as exc:  # refused, reset, DNS, timeouts: the web process may come back
         raise ControlError(
-            f"control endpoint {control_url()} unreachable: {exc or type(exc).__name__}", transient=True
+            f"control endpoint {base} unreachable: {exc or type(exc).__name__}", transient=True
         ) from exc
     try:
         data = response.json()
@@ -114,6 +137,13 @@ def call_step(*, cluster_id: str, step: str, job_id: int, timeout: float) -> dic
         raise ControlError(message, transient=response.status_code >= 500, status_code=response.status_code)
     if not data.get("ok"):
         raise ControlError(f"unexpected answer from {url}", transient=False, status_code=response.status_code)
+    if replica_id is not None and data.get("replica") != replica_id:
+        raise ControlError(
+            f"{base} answered as replica {data.get('replica') or '(none)'}, not {replica_id}: each web "
+            "process must advertise an address of its own (CONTROL_ADVERTISE_HOST)",
+            transient=False,
+            status_code=response.status_code,
+        )
     detail = data.get("detail")
     return detail if isinstance(detail, dict) else {}
 
@@ -128,17 +158,24 @@ _STEPS: dict[str, Callable[[ClusterInfo, RestartJob], dict[str, Any]]] = {
 }
 
 
-def _error(message: str, status: int) -> JsonResponse:
-    return JsonResponse({"ok": False, "error": message}, status=status)
+@dataclass(frozen=True)
+class StepAnswer:
+    """A control call's answer: the HTTP status and the JSON body (see the module docstring)."""
+
+    status: int
+    body: dict[str, Any]
 
 
-@csrf_exempt  # authenticated by the signed token, not a session cookie
-@require_POST
-def restart_step(request: HttpRequest, cluster_id: str, step: str) -> JsonResponse:
-    """Run one restart step of a cluster in this (the web) process, for the worker running the job."""
+def _error(message: str, status: int) -> StepAnswer:
+    return StepAnswer(status, {"ok": False, "error": message})
+
+
+def run_step(*, cluster_id: str, step: str, body: bytes) -> StepAnswer:
+    """Check a control call's signed token and run its step in this process: what the Django view and every
+    replica's control listener answer. Reads the database; call it outside any transaction."""
     try:
-        body = json.loads(request.body or b"{}")
-        token = str(body.get("token") or "") if isinstance(body, dict) else ""
+        payload = json.loads(body or b"{}")
+        token = str(payload.get("token") or "") if isinstance(payload, dict) else ""
         job_id = unsign(token, cluster_id=cluster_id, step=step)
     except (ValueError, signing.BadSignature):  # SignatureExpired is a BadSignature
         return _error("invalid or expired control token", 403)
@@ -160,4 +197,12 @@ def restart_step(request: HttpRequest, cluster_id: str, step: str) -> JsonRespon
         logger.warning("restart step %s of %s (job %s) failed: %s", step, cluster_id, job_id, exc.message)
         return _error(exc.message, exc.status)
     logger.info("restart step %s of %s (job %s) done: %s", step, cluster_id, job_id, detail)
-    return JsonResponse({"ok": True, "step": step, "detail": detail})
+    return StepAnswer(200, {"ok": True, "step": step, "detail": detail})
+
+
+@csrf_exempt  # authenticated by the signed token, not a session cookie
+@require_POST
+def restart_step(request: HttpRequest, cluster_id: str, step: str) -> JsonResponse:
+    """Run one restart step of a cluster in this (the web) process, for the worker running the job."""
+    answer = run_step(cluster_id=cluster_id, step=step, body=request.body)
+    return JsonResponse(answer.body, status=answer.status)

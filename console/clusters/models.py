@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -237,6 +238,10 @@ class RestartJob(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # What each web process (replica) answered, step by step: replica id -> {host, pid, step, ok, gone,
+    # detail or error, at, steps: {step: {...}}}. Written by the worker as answers arrive
+    # (console/clusters/tasks.py); holds timings and counts, never a secret.
+    replicas = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ("-created_at", "-id")
@@ -257,6 +262,32 @@ class RestartJob(models.Model):
     def is_active(self) -> bool:
         """Queued or running: the cluster is restarting."""
         return self.state in self.ACTIVE_STATES
+
+
+class Replica(models.Model):
+    """A live web process (a gunicorn worker of any replica) and where its control listener answers.
+
+    Each web process registers when it starts serving, beats `seen_at` every REPLICA_HEARTBEAT_SECONDS and
+    deletes its row on a clean exit (`console/clusters/replicas.py`). A row whose `seen_at` is older than
+    REPLICA_STALE_AFTER belongs to a dead process (killed, frozen or cut off): the restart job stops waiting
+    for it. Every process compares its own clock with the others' timestamps, so hosts must keep time (NTP).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # The process's own control listener, e.g. http://10.0.0.5:40123: one per process, unlike the public
+    # port that gunicorn's workers share.
+    control_url = models.CharField(max_length=255)
+    host = models.CharField(max_length=255)  # for people: which machine or container
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("host", "pid")
+        indexes = [models.Index(fields=["seen_at"], name="replica_seen_at")]
+
+    def __str__(self) -> str:
+        return f"{self.host} pid {self.pid}"
 
 
 class InferenceToggle(models.Model):

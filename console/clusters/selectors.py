@@ -1,4 +1,4 @@
-"""Reads about accounts, clusters, credentials, console roles and restart jobs.
+"""Reads about accounts, clusters, credentials, console roles, restart jobs and live web processes (replicas).
 
 What a console user may see is decided here: `clusters_visible(user=...)` is the one place that scopes
 clusters to the user's accounts (staff and superusers see all); every console read of a cluster or job by id
@@ -7,11 +7,14 @@ goes through it, so a cluster of another account is indistinguishable from one t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from console.clusters.models import (
     DEFAULT_ACCOUNT_NAME,
@@ -21,6 +24,7 @@ from console.clusters.models import (
     Eligibility,
     InferenceToggle,
     Membership,
+    Replica,
     RestartJob,
     hash_secret,
     inference_eligibility,
@@ -179,3 +183,105 @@ def restart_jobs_unclaimed(*, queued_before: datetime) -> QuerySet[RestartJob]:
 def inference_toggles(*, cluster_id: str) -> QuerySet[InferenceToggle]:
     """The toggle audit trail of a cluster, newest first."""
     return InferenceToggle.objects.filter(cluster_id=cluster_id).select_related("job")
+
+
+# --- replicas (live web processes) ------------------------------------------------------------------------
+
+
+def _seen_since(now: datetime | None) -> datetime:
+    """The oldest `seen_at` a live replica may have."""
+    return (now or timezone.now()) - timedelta(seconds=float(settings.REPLICA_STALE_AFTER))
+
+
+def replicas_live(*, now: datetime | None = None) -> list[Replica]:
+    """The web processes that beat within REPLICA_STALE_AFTER: those a restart asks to drain and warm."""
+    return list(Replica.objects.filter(seen_at__gte=_seen_since(now)))
+
+
+def replica_ids_live(*, ids: Iterable[str], now: datetime | None = None) -> set[str]:
+    """Which of these replicas are still live (a deleted row or a stale beat means gone)."""
+    wanted = list(ids)
+    if not wanted:
+        return set()
+    live = Replica.objects.filter(pk__in=wanted, seen_at__gte=_seen_since(now)).values_list("pk", flat=True)
+    return {str(pk) for pk in live}
+
+
+@dataclass(frozen=True)
+class ReplicaStepReport:
+    """One replica's answer to one restart step, as the console shows it."""
+
+    step: str
+    label: str
+    status: str  # "ok", "failed" or "gone"
+    text: str  # the error or the "gone" note; a short summary of the detail when ok
+
+
+@dataclass(frozen=True)
+class ReplicaReport:
+    """What one web process (or the single CONTROL_URL) reported during a restart job."""
+
+    key: str
+    host: str
+    pid: int | None
+    steps: list[ReplicaStepReport]
+
+    @property
+    def gone(self) -> bool:
+        """The replica died (or was cut off) during the job and the job went on without it."""
+        return any(s.status == "gone" for s in self.steps)
+
+
+def _summary(detail: Any) -> str:
+    """A short, readable line of a step's detail: numbers and names only (details hold no secrets)."""
+    if not isinstance(detail, dict):
+        return ""
+    parts = []
+    for key, value in detail.items():
+        if key == "models" and isinstance(value, dict):  # the warm step: milliseconds per model
+            parts.append("loaded: " + (", ".join(f"{k} ({v} ms)" for k, v in value.items()) or "none"))
+            continue
+        if key.endswith("_ms"):
+            parts.append(f"{key[:-3].replace('_', ' ')} {value} ms")
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items()) or "none"
+        elif isinstance(value, list):
+            value = ", ".join(str(v) for v in value) or "none"
+        parts.append(f"{key.replace('_', ' ')}: {value}")
+    return "; ".join(parts)
+
+
+def restart_job_replica_reports(*, job: RestartJob) -> list[ReplicaReport]:
+    """The job's per-replica step results (`RestartJob.replicas`), in step order, for the console."""
+    labels = dict(RestartJob.Step.choices)
+    order = {step: index for index, step in enumerate(RestartJob.CONTROL_STEPS)}
+    reports = []
+    raw = job.replicas if isinstance(job.replicas, dict) else {}
+    for key, entry in raw.items():
+        if not isinstance(entry, dict):
+            continue
+        steps = []
+        recorded = entry.get("steps")
+        if not isinstance(recorded, dict):
+            recorded = {}
+        for step, result in sorted(recorded.items(), key=lambda item: order.get(item[0], len(order))):
+            if not isinstance(result, dict):
+                continue
+            if result.get("gone"):
+                status, text = "gone", str(result.get("error") or "gone")
+            elif result.get("ok"):
+                status, text = "ok", _summary(result.get("detail"))
+            else:
+                status, text = "failed", str(result.get("error") or "")
+            steps.append(ReplicaStepReport(step=step, label=labels.get(step, step), status=status, text=text))
+        pid = entry.get("pid")
+        reports.append(
+            ReplicaReport(
+                key=str(key),
+                host=str(entry.get("host") or key),
+                pid=pid if isinstance(pid, int) else None,
+                steps=steps,
+            )
+        )
+    return sorted(reports, key=lambda r: (r.host, r.pid or 0, r.key))

@@ -33,10 +33,13 @@ class EligibilitySerializer(serializers.Serializer):
 
 
 class RestartJobSerializer(serializers.ModelSerializer):
-    """A restart job as the console shows it: state, step, progress, error and timestamps."""
+    """A restart job as the console shows it: state, step, progress, error and timestamps, and what each web
+    process (replica) answered: `replicas` maps a replica id ("control-url" without a registry) to its host,
+    pid, latest step with `ok` / `gone` / `detail` or `error` / `at`, and every step's result in `steps`."""
 
     cluster_id = serializers.CharField()
     requested_by = serializers.SerializerMethodField()
+    replicas = serializers.JSONField(read_only=True)
 
     class Meta:
         model = RestartJob
@@ -57,6 +60,7 @@ class RestartJobSerializer(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "heartbeat_at",
+            "replicas",
         )
         read_only_fields = fields
 

@@ -1,5 +1,5 @@
-"""Writes about accounts, clusters, their credentials, console users, and the inference toggle with its
-restart jobs.
+"""Writes about accounts, clusters, their credentials, console users, the inference toggle with its
+restart jobs, and the registry of live web processes (replicas) those jobs run their steps on.
 
 Console actions take the acting user (`actor`) and check its role on the cluster's account here, whatever
 the caller checked before: only an admin of the cluster's account (or an operator) may toggle inference,
@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import logging
 import secrets
+import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from celery import current_app
 from django.conf import settings
@@ -52,6 +54,7 @@ from console.clusters.models import (
     Eligibility,
     InferenceToggle,
     Membership,
+    Replica,
     RestartJob,
     hash_secret,
     inference_eligibility,
@@ -365,6 +368,7 @@ def restart_job_claim(*, job_id: int, now: datetime | None = None) -> int | None
             heartbeat_at=now,
             step=RestartJob.Step.CLAIMED,
             progress=0,
+            replicas={},  # this attempt runs every step again: only its own answers are reported
         )
         if not claimed:
             return None
@@ -376,6 +380,15 @@ def restart_job_progress(*, job_id: int, attempt: int, step: str, progress: int)
     """Record the current step and beat the heartbeat; False if this worker no longer holds the job."""
     updated = RestartJob.objects.filter(pk=job_id, state=RestartJob.State.RUNNING, attempts=attempt).update(
         step=step, progress=progress, heartbeat_at=timezone.now()
+    )
+    return updated == 1
+
+
+def restart_job_report(*, job_id: int, attempt: int, replicas: dict[str, Any]) -> bool:
+    """Store what each replica answered so far (the whole report: only the job's worker writes it, from one
+    thread); False if this worker no longer holds the job."""
+    updated = RestartJob.objects.filter(pk=job_id, state=RestartJob.State.RUNNING, attempts=attempt).update(
+        replicas=replicas
     )
     return updated == 1
 
@@ -492,3 +505,41 @@ def restart_jobs_reap(*, now: datetime | None = None) -> ReapResult:
     if result.requeued or result.failed:
         logger.warning("restart reaper: requeued %s, failed %s", result.requeued, result.failed)
     return result
+
+
+# --- the registry of live web processes (replicas), written by each of them (console/clusters/replicas.py) --
+
+
+def replicas_prune(*, now: datetime | None = None) -> int:
+    """Delete the rows of replicas dead for longer than REPLICA_PRUNE_AFTER; how many were deleted."""
+    now = now or timezone.now()
+    dead_since = now - timedelta(seconds=float(settings.REPLICA_STALE_AFTER + settings.REPLICA_PRUNE_AFTER))
+    deleted, _ = Replica.objects.filter(seen_at__lt=dead_since).delete()
+    return deleted
+
+
+def replica_register(
+    *, replica_id: uuid.UUID, control_url: str, host: str, pid: int, now: datetime | None = None
+) -> Replica:
+    """Register (or register again) a web process as live at `control_url`; prunes long-dead rows first."""
+    now = now or timezone.now()
+    replicas_prune(now=now)
+    replica, _ = Replica.objects.update_or_create(
+        pk=replica_id,
+        defaults={"control_url": control_url, "host": host[:255], "pid": pid, "seen_at": now},
+        create_defaults={
+            "control_url": control_url, "host": host[:255], "pid": pid, "started_at": now, "seen_at": now,
+        },
+    )  # fmt: skip
+    return replica
+
+
+def replica_beat(*, replica_id: uuid.UUID, now: datetime | None = None) -> bool:
+    """Mark a replica seen now; False if its row is gone (pruned while the process was stalled), in which
+    case the process registers again."""
+    return Replica.objects.filter(pk=replica_id).update(seen_at=now or timezone.now()) == 1
+
+
+def replica_deregister(*, replica_id: uuid.UUID) -> None:
+    """Remove a replica that stops cleanly, so no restart waits for it even for REPLICA_STALE_AFTER."""
+    Replica.objects.filter(pk=replica_id).delete()

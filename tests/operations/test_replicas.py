@@ -1,43 +1,74 @@
-"""Two web replicas (two gunicorn processes) sharing PostgreSQL, Redis and a Qdrant-compatible server,
-behind a round-robin client: usage is exact across both and the tokens-per-minute limit is shared."""
+"""Two web replicas (two gunicorn processes, started as `make run` starts them) sharing PostgreSQL, Redis
+and a Qdrant-compatible server, behind a round-robin client: usage is exact across both and the
+tokens-per-minute limit is shared; an inference toggle's restart drains and warms both, each reporting, and
+a replica SIGKILLed in the middle of it does not wedge the job.
+
+The restart task runs in the test thread (as a Celery worker's thread would run it) against the test
+database the replicas share; it reaches each replica's own control listener from the registry."""
 
 from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
+from django.conf import LazySettings
 from django.db import connection
 from django.db.models import Sum
+from rest_framework.test import APIClient
 
 from billing.models import UsageRecord
 from billing.services import cluster_limit_set
-from console.clusters.services import CreatedCluster
+from console.clusters.models import Replica
+from console.clusters.selectors import replicas_live
+from console.clusters.services import CreatedCluster, CreatedUser, cluster_inference_toggle
+from console.clusters.tasks import restart_cluster
+from inference import inflight
 from tests.conftest import MINILM
+from tests.fixtures import job_state, wait_for
 from tests.processes import free_port, kill_group, start_server
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
+CONTROL_TOKEN = "control-token-shared-by-replicas-and-the-worker"
+
+
+@dataclass
+class ReplicaServer:
+    """One replica: gunicorn (master and one worker) as `make run` starts it, and its public base URL."""
+
+    base: str
+    process: subprocess.Popen[bytes]
 
 
 @pytest.fixture
-def replicas(
-    qdrant_server: tuple[str, str], cluster: CreatedCluster, tmp_path: Path, models_dir: Path
-) -> Iterator[list[str]]:
-    """The cluster's URL on each of two replicas."""
+def replica_servers(
+    qdrant_server: tuple[str, str],
+    transactional_db: None,
+    tmp_path: Path,
+    models_dir: Path,
+    settings: LazySettings,
+) -> Iterator[list[ReplicaServer]]:
+    """Two replicas with console/gunicorn_conf.py (each worker registers itself and its control listener).
+
+    They share the control token with this process, which runs the restart task as a worker would."""
+    settings.CONTROL_TOKEN = CONTROL_TOKEN
     db = connection.settings_dict
     if connection.vendor != "postgresql" or not REDIS_URL:
         pytest.skip("replicas share PostgreSQL and Redis: set DATABASE_URL (PostgreSQL) and TEST_REDIS_URL")
     database_url = (
         f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
     )
-    started = []
-    urls = []
+    started: list[ReplicaServer] = []
     try:
         for index in range(2):
             env = {k: v for k, v in os.environ.items() if k not in ("CELERY_BROKER_URL",)}
@@ -47,14 +78,20 @@ def replicas(
                 GRPC_PORT="0", HF_HUB_OFFLINE="1", DJANGO_SETTINGS_MODULE="console.settings",
                 RUN_SETTINGS_FILE="/dev/null", DATABASE_URL=database_url, SECRET_KEY="shared-by-replicas",
                 QDRANT_URL=qdrant_server[0], QDRANT_API_KEY=qdrant_server[1], LIMITS_REDIS_URL=REDIS_URL,
-                LIMIT_CACHE_SECONDS="0",
+                LIMIT_CACHE_SECONDS="0", REPLICA_HEARTBEAT_SECONDS="0.5", CONTROL_TOKEN=CONTROL_TOKEN,
             )  # fmt: skip
-            started.append(start_server(env))
-            urls.append(f"http://127.0.0.1:{env['PORT']}/clusters/{cluster.cluster.id}")
-        yield urls
+            process = start_server(env, as_make_run=True)
+            started.append(ReplicaServer(base=f"http://127.0.0.1:{env['PORT']}", process=process))
+        yield started
     finally:
         for server in started:
-            kill_group(server)
+            kill_group(server.process)
+
+
+@pytest.fixture
+def replicas(replica_servers: list[ReplicaServer], cluster: CreatedCluster) -> list[str]:
+    """The cluster's URL on each of two replicas."""
+    return [f"{server.base}/clusters/{cluster.cluster.id}" for server in replica_servers]
 
 
 def test_usage_is_exact_and_the_limit_shared_across_two_replicas(
@@ -114,3 +151,120 @@ def test_usage_is_exact_and_the_limit_shared_across_two_replicas(
     # two separate budgets would have let through about twice as much.
     assert refused > 0
     assert limit - 2 * per_request <= spent <= limit + 2 * per_request
+
+
+# --- the restart job on every replica -------------------------------------------------------------------
+
+STEPS = {"drain", "storage", "warm", "health"}
+
+
+def two_live_replicas() -> list[Replica]:
+    return wait_for(lambda: (live := replicas_live()) and len(live) == 2 and live, what="two live replicas")
+
+
+def parent_pid(pid: int) -> int:
+    """A process's parent (gunicorn's master, for a worker's registered pid)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def embeds_through(base: str, created: CreatedCluster) -> None:
+    """The replica at `base` embeds a query with the cluster's model and finds the point stored earlier."""
+    answer = httpx.post(
+        f"{base}/clusters/{created.cluster.id}/collections/docs/points/query",
+        headers={"api-key": created.api_key},
+        json={"query": {"text": "Which planet is red?", "model": MINILM}, "limit": 1},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["result"]["points"][0]["id"] == 1
+    assert answer.json()["usage"]["inference"]["models"][MINILM]["tokens"] > 0
+
+
+def store_a_point(base: str, created: CreatedCluster) -> None:
+    url, headers = f"{base}/clusters/{created.cluster.id}", {"api-key": created.api_key}
+    made = httpx.put(
+        f"{url}/collections/docs", headers=headers, json={"vectors": {"size": 384, "distance": "Cosine"}}
+    )
+    assert made.status_code == 200, made.text
+    point = {"points": [{"id": 1, "vector": {"text": "Mars, the red planet", "model": MINILM}}]}
+    stored = httpx.put(f"{url}/collections/docs/points?wait=true", headers=headers, json=point, timeout=60)
+    assert stored.status_code == 200, stored.text
+
+
+def test_a_toggle_drains_and_warms_both_replicas_and_each_reports(
+    replica_servers: list[ReplicaServer],
+    make_cluster: Callable[..., CreatedCluster],
+    admin: CreatedUser,
+    admin_api: APIClient,
+) -> None:
+    live = two_live_replicas()
+    assert {parent_pid(r.pid) for r in live} == {s.process.pid for s in replica_servers}  # one per replica
+    created = make_cluster()  # inference off
+    job = cluster_inference_toggle(cluster=created.cluster, enabled=True, actor=admin.user)
+    assert job is not None
+
+    assert restart_cluster.run(job.pk) == "succeeded"
+
+    done = job_state(job.pk)
+    assert set(done.replicas) == {str(r.pk) for r in live}
+    for replica in live:
+        entry = done.replicas[str(replica.pk)]
+        assert (entry["host"], entry["pid"]) == (replica.host, replica.pid)
+        assert set(entry["steps"]) == STEPS and all(s["ok"] for s in entry["steps"].values()), entry
+        # Each process drained and loaded the models itself (its own answer, checked against its id).
+        assert "waited_ms" in entry["steps"]["drain"]["detail"]
+        assert MINILM in entry["steps"]["warm"]["detail"]["models"]
+        assert MINILM in entry["steps"]["health"]["detail"]["models_probed"]
+    assert set(admin_api.get(f"/api/v1/jobs/{job.pk}").json()["replicas"]) == set(done.replicas)
+
+    # Both serve the new state: each embeds with the model it warmed.
+    store_a_point(replica_servers[0].base, created)
+    for server in replica_servers:
+        embeds_through(server.base, created)
+
+
+def test_a_replica_killed_mid_restart_does_not_wedge_the_job(
+    replica_servers: list[ReplicaServer],
+    make_cluster: Callable[..., CreatedCluster],
+    admin: CreatedUser,
+    settings: LazySettings,
+) -> None:
+    settings.REPLICA_STALE_AFTER = 3.0  # this process judges staleness; the replicas beat every 0.5 s
+    live = two_live_replicas()
+    survivor, victim = replica_servers
+    survivor_row = next(r for r in live if parent_pid(r.pid) == survivor.process.pid)
+    victim_row = next(r for r in live if r.pk != survivor_row.pk)
+    created = make_cluster()
+    job = cluster_inference_toggle(cluster=created.cluster, enabled=True, actor=admin.user)
+    assert job is not None
+    # A request "in flight" on a third process, counted in the Redis the replicas share: both drains wait.
+    elsewhere = inflight.Counts(redis.Redis.from_url(REDIS_URL), ttl=15)
+    results: list[str] = []
+
+    def run() -> None:
+        try:
+            results.append(restart_cluster.run(job.pk))
+        finally:
+            connection.close()  # this thread's own
+
+    with elsewhere.track(created.cluster.id):
+        runner = threading.Thread(target=run)
+        runner.start()
+        wait_for(lambda: job_state(job.pk).step == "drain", what="the drain step")
+        time.sleep(0.5)  # both drain calls are waiting for that request now
+        kill_group(victim.process)  # SIGKILL: no worker_exit, the registration is left to go stale
+        killed = time.monotonic()
+    elsewhere.stop()
+    runner.join(120)
+    took = time.monotonic() - killed
+
+    assert results == ["succeeded"], job_state(job.pk).error
+    assert took < 45, f"the job took {took:.0f}s after the kill"
+    done = job_state(job.pk)
+    ok = done.replicas[str(survivor_row.pk)]
+    assert set(ok["steps"]) == STEPS and all(s["ok"] for s in ok["steps"].values()), ok
+    gone = done.replicas[str(victim_row.pk)]
+    assert gone["gone"] is True and gone["steps"]["drain"]["gone"] is True, gone
+    assert "warm" not in gone["steps"]  # let go at once: never asked to warm a dead process
+    store_a_point(survivor.base, created)
+    embeds_through(survivor.base, created)

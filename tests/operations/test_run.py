@@ -85,6 +85,8 @@ def test_make_run_stops_cleanly_on_sigterm_and_manage_finds_its_settings(
         )
         assert created.status_code == 200, created.text
         assert re.fullmatch(r"[0-9a-f]{32}", created.headers["x-request-id"])
+        # The web worker registered itself as a replica, with a control listener of its own.
+        assert _replicas({**env, "DATA_DIR": str(data_dir)}) == "1 http://127.0.0.1:"
 
         # A request in flight when SIGTERM arrives still gets its answer.
         points = [{"id": i, "vector": {"text": f"{SECRET_TEXT} {i}", "model": MINILM}} for i in range(400)]
@@ -140,6 +142,19 @@ def test_make_run_stops_cleanly_on_sigterm_and_manage_finds_its_settings(
         cwd=ROOT, env=bare, check=True, capture_output=True, text=True,
     )  # fmt: skip
     assert listed.stdout.strip() == "['demo', 'later']"
+    assert _replicas(bare) == "0"  # deregistered by gunicorn's worker_exit on the clean stop
+
+
+def _replicas(env: dict[str, str]) -> str:
+    """How many replicas are registered, and the start of the first one's control URL."""
+    out = subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c",
+         "from console.clusters.models import Replica; "
+         "urls = [r.control_url for r in Replica.objects.all()]; "
+         "print(len(urls), *(u.rsplit(':', 1)[0] + ':' for u in urls[:1]))"],
+        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return out.stdout.strip()
 
 
 def test_run_file_gives_defaults_that_the_environment_overrides(tmp_path: Path) -> None:
