@@ -1,7 +1,9 @@
 """Gunicorn settings for `make run`: the web worker also serves Qdrant's gRPC API (`GRPC_PORT`).
 
 The gRPC server runs inside the worker because that process owns the clusters' embedded storage (Qdrant
-Edge allows one opener per directory) and the models; see `inference/grpc/server.py`. Use one worker.
+Edge allows one opener per directory) and the models; see `inference/grpc/server.py`. One worker on
+embedded storage; several need remote storage (`QDRANT_URL`), and then share their metrics through
+prometheus_client's multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, see `console/metrics.py`).
 """
 
 from __future__ import annotations
@@ -37,3 +39,11 @@ def worker_exit(server: Any, worker: Any) -> None:
     from inference.grpc import server as grpc_server
 
     grpc_server.stop()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live gauges from the aggregated metrics (its counters keep counting in totals)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
