@@ -122,8 +122,9 @@ def commands(env: dict[str, str]) -> list[Command]:
 
 
 def metrics_env(env: dict[str, str], data_dir: Path) -> dict[str, str]:
-    """The web server's PROMETHEUS_MULTIPROC_DIR: the one set, else `DATA_DIR/prometheus-multiproc`, which
-    the caller empties at start (`fresh_metrics_dir`): counts of a previous run must not be added in."""
+    """What the web server gets on top of the environment for its metrics: nothing when
+    PROMETHEUS_MULTIPROC_DIR is set (it inherits that one), else `DATA_DIR/prometheus-multiproc`, which the
+    caller empties at start (`fresh_metrics_dir`): counts of a previous run must not be added in."""
     if (env.get("PROMETHEUS_MULTIPROC_DIR") or "").strip():
         return {}
     return {"PROMETHEUS_MULTIPROC_DIR": str(data_dir / "prometheus-multiproc")}
