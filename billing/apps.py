@@ -13,6 +13,7 @@ class BillingConfig(AppConfig):
         # Imported here: these import models, which need the app registry to be ready.
         from django.db.models.signals import post_delete, post_save
 
+        from billing.limits import connect_invalidation
         from billing.meter import BillingMeter
         from billing.models import ModelPrice
         from billing.receivers import on_usage_recorded, on_usage_refunded
@@ -30,3 +31,4 @@ class BillingConfig(AppConfig):
         usage_recorded.connect(on_usage_recorded, dispatch_uid="billing.record_usage")
         usage_refunded.connect(on_usage_refunded, dispatch_uid="billing.refund_usage")
         hooks.register_meter(BillingMeter())
+        connect_invalidation()  # a changed limit applies on the next request, in every process

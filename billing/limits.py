@@ -9,24 +9,26 @@ by at most one request's tokens.
 The counters live in Redis when LIMITS_REDIS_URL is set, shared by every web process (what several
 replicas need), and otherwise in this process's memory, seeded on first use each minute from the ledger
 (the embedded default has one web process). A cluster's limit itself is read from the database at most
-every LIMIT_CACHE_SECONDS; a change made in this process applies at once.
+every LIMIT_CACHE_SECONDS; a change applies at once in the process that made it and, with a shared Redis
+(`CACHE_REDIS_URL`), on the next request of every other process too (`console.clusters.sharedcache`).
 """
 
 from __future__ import annotations
 
 import math
 import threading
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from billing.models import ClusterLimit
 from billing.selectors import usage_tokens_between
+from console.clusters.sharedcache import SharedCache, changed
 from inference.errors import TooManyRequests
 from inference.providers import PROVIDERS
 
@@ -84,24 +86,32 @@ def reserve(cluster_id: str, tokens: int) -> Reservation:
 
 def forget_limit(cluster_id: str) -> None:
     """Drop this process's cached limit of a cluster (after a change), so it applies on the next request."""
-    with _limits_lock:
-        _limits.pop(cluster_id, None)
+    _limits.drop(cluster_id)
 
 
-_limits: dict[str, tuple[float, int | None]] = {}
-_limits_lock = threading.Lock()
+def _on_limit_change(sender: Any, instance: ClusterLimit, **kwargs: Any) -> None:
+    changed(lambda: forget_limit(instance.cluster_id))
+
+
+def connect_invalidation() -> None:
+    """Drop cached limits when they change, in this process and, through the shared generation, in every
+    other (called by the app config)."""
+    post_save.connect(_on_limit_change, sender=ClusterLimit, dispatch_uid="billing.limit.save")
+    post_delete.connect(_on_limit_change, sender=ClusterLimit, dispatch_uid="billing.limit.delete")
+
+
+_limits: SharedCache[int | None] = SharedCache(lambda: float(settings.LIMIT_CACHE_SECONDS))  # by cluster id
 
 
 def _limit_of(cluster_id: str) -> int | None:
-    cached = _limits.get(cluster_id)
-    if cached is not None and cached[0] > time.monotonic():
-        return cached[1]
-    limit = (
-        ClusterLimit.objects.filter(cluster_id=cluster_id).values_list("tokens_per_minute", flat=True).first()
-    )
-    with _limits_lock:
-        _limits[cluster_id] = (time.monotonic() + float(settings.LIMIT_CACHE_SECONDS), limit)
-    return limit
+    def load() -> int | None:
+        return (
+            ClusterLimit.objects.filter(cluster_id=cluster_id)
+            .values_list("tokens_per_minute", flat=True)
+            .first()
+        )
+
+    return _limits.get(cluster_id, load)
 
 
 class _MemoryCounters:

@@ -423,16 +423,24 @@ def model_allowance_set(
 
 
 def cluster_limit_set(*, cluster_id: str, tokens_per_minute: int | None) -> ClusterLimit | None:
-    """Set (or with None, remove) a cluster's tokens-per-minute limit."""
-    forget_limit(cluster_id)  # applies to this process's next request (others: within LIMIT_CACHE_SECONDS)
+    """Set (or with None, remove) a cluster's tokens-per-minute limit.
+
+    It applies to the next request: of every process once committed (`billing.limits` drops the cached limit
+    on commit, everywhere when Redis is shared), and at once to this connection's own reads.
+    """
+    if tokens_per_minute is not None and tokens_per_minute <= 0:
+        raise BillingError("The limit must be a positive number of tokens per minute (None removes it)")
+    limit: ClusterLimit | None = None
     if tokens_per_minute is None:
         ClusterLimit.objects.filter(cluster_id=cluster_id).delete()
-        return None
-    if tokens_per_minute <= 0:
-        raise BillingError("The limit must be a positive number of tokens per minute (None removes it)")
-    limit, _ = ClusterLimit.objects.update_or_create(
-        cluster_id=cluster_id, defaults={"tokens_per_minute": tokens_per_minute, "updated_at": timezone.now()}
-    )
+    else:
+        limit, _ = ClusterLimit.objects.update_or_create(
+            cluster_id=cluster_id,
+            defaults={"tokens_per_minute": tokens_per_minute, "updated_at": timezone.now()},
+        )
+    # Also now, not only on commit: reads later in the same transaction (and in a test that never commits)
+    # must see the new limit.
+    forget_limit(cluster_id)
     return limit
 
 

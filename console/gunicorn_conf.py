@@ -4,7 +4,9 @@ itself as a replica.
 The gRPC server runs inside the worker because that process owns the clusters' embedded storage (Qdrant
 Edge allows one opener per directory) and the models; see `inference/grpc/server.py`. Each worker also
 starts a control listener of its own and registers it in the database, so a restart job reaches every web
-process, not only the one behind the shared port (`console/clusters/replicas.py`).
+process, not only the one behind the shared port (`console/clusters/replicas.py`). One worker on embedded
+storage; several need remote storage (`QDRANT_URL`), and then share their metrics through
+prometheus_client's multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, see `console/metrics.py`).
 """
 
 from __future__ import annotations
@@ -45,3 +47,11 @@ def worker_exit(server: Any, worker: Any) -> None:
 
     replicas.stop()
     grpc_server.stop()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live gauges from the aggregated metrics (its counters keep counting in totals)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

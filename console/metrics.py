@@ -1,16 +1,31 @@
 """`/metrics` in Prometheus's text format: requests, tokens, the ONNX pool, restart jobs, usage-flush lag.
 
 Plumbing, not domain: it observes the apps through their public seams (URL resolution, the
-`inference.usage` signals, `inference.embedding`'s pool snapshot, the restart-job table) and changes none
-of them. Counters live in this process (each web process has its own; scrape every replica). Labels are
-bounded: requests are labelled by URL pattern (`clusters/<str:cluster_id>/...`), never by raw path.
-Protected: a `METRICS_TOKEN` bearer token, or loopback clients only when no token is set.
+`inference.usage` signals, `inference.embedding`'s pool observers, the restart-job table) and changes none
+of them. Labels are bounded: requests are labelled by URL pattern (`clusters/<str:cluster_id>/...`), never
+by raw path. Protected: a `METRICS_TOKEN` bearer token, or loopback clients only when no token is set.
+
+One web process: the metrics live in it. Several (gunicorn `WEB_CONCURRENCY=N` behind one port) use
+prometheus_client's multiprocess mode, on when `PROMETHEUS_MULTIPROC_DIR` is set (`make run` sets it, to a
+directory it empties at start; gunicorn's `child_exit` removes a dead worker's live gauges): every process
+writes its values to files there, and a scrape, answered by whichever process, aggregates them all:
+
+- counters and histograms (requests, latency, tokens, refunds, batch sizes) are summed over every process
+  that ever ran, so a total does not drop when gunicorn replaces a worker;
+- the ONNX pool's live values (worker threads, batches in flight, batches queued) are gauges that each
+  process sets whenever they change, aggregated with `livesum`: the sum over the processes alive now, i.e.
+  the replica's pool (per-process series, `liveall`, would add a `pid` label that grows with each restart);
+- what comes from the database (restart jobs by state) or is a constant (usage-flush lag) is computed at
+  scrape time by the scraping process: any process would answer the same.
+
+Separate replicas (hosts, containers) do not share the directory: scrape every replica.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -20,7 +35,16 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -84,34 +108,38 @@ usage_refunded.connect(_on_refunded, dispatch_uid="console.metrics.refunds")
 embedding.on_batch(lambda model, size: BATCH_SIZE.labels(model).observe(size))
 
 
-# --- gauges read when scraped ---------------------------------------------------------------------------
-class StateCollector(Collector):
-    """Reads the ONNX pool's snapshot and the restart jobs by state at scrape time."""
+# --- the ONNX pool: live values of each process, set when they change -------------------------------------
+WORKERS = Gauge("inference_workers", "ONNX worker threads.", multiprocess_mode="livesum")
+JOBS_IN_FLIGHT = Gauge(
+    "inference_jobs_in_flight", "Batches handed to the ONNX workers, unfinished.", multiprocess_mode="livesum"
+)
+QUEUE_DEPTH = Gauge(
+    "inference_queue_depth", "Batches waiting for a free ONNX worker.", multiprocess_mode="livesum"
+)
+
+
+def _on_pool_state(state: embedding.PoolState) -> None:
+    WORKERS.set(state.workers)
+    JOBS_IN_FLIGHT.set(state.jobs_in_flight)
+    QUEUE_DEPTH.set(state.queue_depth)
+
+
+# Before the pool is built (it is on first use) it has the configured workers and nothing in flight.
+_on_pool_state(embedding.pool_state() or embedding.PoolState(settings.INFERENCE_WORKERS, 0, 0))
+embedding.on_state(_on_pool_state)
+
+
+# --- gauges read from the database when scraped (the same whichever process answers) ---------------------
+class DatabaseCollector(Collector):
+    """Reads the restart jobs by state at scrape time, and reports the usage-flush lag."""
 
     def describe(self) -> Iterator[Metric]:
         """The metric names, without reading anything (called at registration, before the database is up)."""
-        for name in (
-            "inference_workers",
-            "inference_jobs_in_flight",
-            "inference_queue_depth",
-            "restart_jobs",
-            "usage_flush_lag_seconds",
-        ):
+        for name in ("restart_jobs", "usage_flush_lag_seconds"):
             yield GaugeMetricFamily(name, "")
 
     def collect(self) -> Iterator[Metric]:
         """The current values."""
-        state = embedding.pool_state()
-        workers = GaugeMetricFamily("inference_workers", "ONNX worker threads of this process.")
-        in_flight = GaugeMetricFamily(
-            "inference_jobs_in_flight", "Batches handed to the ONNX workers, unfinished."
-        )
-        queued = GaugeMetricFamily("inference_queue_depth", "Batches waiting for a free ONNX worker.")
-        workers.add_metric([], state.workers if state else settings.INFERENCE_WORKERS)
-        in_flight.add_metric([], state.jobs_in_flight if state else 0)
-        queued.add_metric([], state.queue_depth if state else 0)
-        yield from (workers, in_flight, queued)
-
         from console.clusters.models import RestartJob  # the app registry is ready by the first scrape
 
         jobs = GaugeMetricFamily(
@@ -143,7 +171,18 @@ def _count() -> Any:
     return Count("id")
 
 
-REGISTRY.register(StateCollector())
+_DATABASE = DatabaseCollector()
+REGISTRY.register(_DATABASE)
+
+
+def exposition() -> bytes:
+    """Every metric in Prometheus's text format: this process's, or every process's in multiprocess mode."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()  # a fresh one per scrape, as prometheus_client's documentation asks
+    multiprocess.MultiProcessCollector(registry)
+    registry.register(_DATABASE)
+    return generate_latest(registry)
 
 
 # --- the request middleware and the endpoint ---------------------------------------------------------------
@@ -176,11 +215,12 @@ def _allowed(request: HttpRequest) -> bool:
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """The Prometheus exposition of this process's metrics (token or loopback only)."""
+    """The Prometheus exposition of this process's metrics, or of all of them in multiprocess mode (token or
+    loopback only)."""
     if not _allowed(request):
         status = 401 if settings.METRICS_TOKEN else 403
         response = HttpResponse("metrics: forbidden\n", status=status, content_type="text/plain")
         if status == 401:
             response["WWW-Authenticate"] = "Bearer"
         return response
-    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)

@@ -29,6 +29,7 @@ KEYS = (
     "CELERY_BROKER_URL",
     "QDRANT_URL",
     "LIMITS_REDIS_URL",
+    "CACHE_REDIS_URL",  # so a key revoked from `manage.py shell` is announced to the web processes too
 )
 
 

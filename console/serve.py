@@ -8,7 +8,9 @@ its task), waits up to `SHUTDOWN_TIMEOUT` seconds, kills whatever is left, and e
 kills at once.
 
 It also records the effective settings in the run file (`console/runfile.py`) so `manage.py` commands run
-later in the same checkout find the same DATA_DIR, PORT and PUBLIC_URL without exporting them again.
+later in the same checkout find the same DATA_DIR, PORT and PUBLIC_URL without exporting them again, and
+gives the web server a fresh, empty `PROMETHEUS_MULTIPROC_DIR` (unless one is set), so that `/metrics`
+adds up the counts of all its worker processes (`console/metrics.py`) and none of a previous run.
 Imports no Django: the children load it.
 """
 
@@ -16,12 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import NamedTuple
 
 from console import runfile
 
@@ -31,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 class Supervisor:
     """Starts the children, forwards the first stop signal once, and reaps them within a deadline."""
 
-    def __init__(self, commands: list[list[str]], *, timeout: float) -> None:
+    def __init__(self, commands: list[Command], *, timeout: float) -> None:
         self.commands = commands
         self.timeout = timeout
         self.children: list[subprocess.Popen[bytes]] = []
@@ -65,7 +69,8 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         for command in self.commands:
-            self.children.append(subprocess.Popen(command, cwd=ROOT, start_new_session=True))
+            env = {**os.environ, **command.env}
+            self.children.append(subprocess.Popen(command.argv, cwd=ROOT, env=env, start_new_session=True))
         status = 0
         while True:
             alive = [child for child in self.children if child.poll() is None]
@@ -87,7 +92,14 @@ class Supervisor:
         return status
 
 
-def commands(env: dict[str, str]) -> list[list[str]]:
+class Command(NamedTuple):
+    """A child to run: its arguments, and the variables it gets on top of this process's environment."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+
+def commands(env: dict[str, str]) -> list[Command]:
     """The web server and the worker, configured from `env` (as `make run` exports it)."""
     bin_dir = Path(sys.executable).parent
     data_dir = Path(env.get("DATA_DIR") or ROOT / "data")
@@ -104,7 +116,27 @@ def commands(env: dict[str, str]) -> list[list[str]]:
         str(bin_dir / "celery"), "-A", "console", "worker", "--loglevel", "INFO", "--concurrency", "1",
         "--beat", "--schedule", str(data_dir / "celerybeat-schedule"),
     ]  # fmt: skip
-    return [web, worker]
+    # The worker gets no PROMETHEUS_MULTIPROC_DIR: it imports the metrics too, and gunicorn would never mark
+    # it dead, so its pool gauges would count in the web server's totals forever.
+    return [Command(web, metrics_env(env, data_dir)), Command(worker, {})]
+
+
+def metrics_env(env: dict[str, str], data_dir: Path) -> dict[str, str]:
+    """What the web server gets on top of the environment for its metrics: nothing when
+    PROMETHEUS_MULTIPROC_DIR is set (it inherits that one), else `DATA_DIR/prometheus-multiproc`, which the
+    caller empties at start (`fresh_metrics_dir`): counts of a previous run must not be added in."""
+    if (env.get("PROMETHEUS_MULTIPROC_DIR") or "").strip():
+        return {}
+    return {"PROMETHEUS_MULTIPROC_DIR": str(data_dir / "prometheus-multiproc")}
+
+
+def fresh_metrics_dir(children: list[Command]) -> None:
+    """Empty the metrics directory this supervisor chose (never one the environment set: it may be shared)."""
+    for child in children:
+        chosen = child.env.get("PROMETHEUS_MULTIPROC_DIR")
+        if chosen:
+            shutil.rmtree(chosen, ignore_errors=True)
+            Path(chosen).mkdir(parents=True)
 
 
 def web_concurrency(env: dict[str, str]) -> int:
@@ -129,6 +161,7 @@ def main() -> int:
     """Record the run settings, then supervise the web server and the worker."""
     env = dict(os.environ)
     children = commands(env)
+    fresh_metrics_dir(children)
     try:
         written: object = runfile.write(env)
     except OSError as exc:  # a read-only checkout (a container image): manage.py then needs the variables

@@ -201,7 +201,8 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # How long a web process keeps an API key or a cluster's state (console/clusters/directory.py); changes made
-# in the process apply at once, others (the restart worker's last step) within this.
+# in the process apply at once, and in every other process too when they share Redis (CACHE_REDIS_URL);
+# without it, others (the restart worker's last step) within this.
 DIRECTORY_CACHE_SECONDS = env_float("DIRECTORY_CACHE_SECONDS", 1.0)
 
 # --- /metrics (console/metrics.py): a bearer token; empty = loopback clients only --------------------------
@@ -215,6 +216,10 @@ LIMIT_CACHE_SECONDS = env_float("LIMIT_CACHE_SECONDS", 2.0)  # how long a proces
 # (inference/inflight.py); empty = LIMITS_REDIS_URL, and empty both = this process's memory.
 INFLIGHT_REDIS_URL = env_str("INFLIGHT_REDIS_URL", LIMITS_REDIS_URL)
 INFLIGHT_TTL = env_float("INFLIGHT_TTL", 15.0)  # a dead replica's counts stop counting after this long
+# Where a change of a key, a cluster or a limit is announced to every web process (replica), so each drops
+# its cached copy on its next request (console/clusters/sharedcache.py); empty = INFLIGHT_REDIS_URL, and
+# empty all = changes are seen at once in the process that made them, elsewhere within the cache lifetimes.
+CACHE_REDIS_URL = env_str("CACHE_REDIS_URL", INFLIGHT_REDIS_URL)
 
 # --- Idempotency-Key (inference/idempotency.py) --------------------------------------------------------
 IDEMPOTENCY_TTL_HOURS = env_float("IDEMPOTENCY_TTL_HOURS", 24.0)

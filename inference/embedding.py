@@ -32,6 +32,8 @@ _lock = threading.Lock()
 
 BatchObserver = Callable[[str, int], None]  # (model, inputs in the batch)
 _batch_observers: list[BatchObserver] = []
+StateObserver = Callable[["PoolState"], None]
+_state_observers: list[StateObserver] = []
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,13 @@ def on_batch(observer: BatchObserver) -> None:
     """Call `observer(model, size)` for every batch the pool runs (metrics register one)."""
     if observer not in _batch_observers:
         _batch_observers.append(observer)
+
+
+def on_state(observer: StateObserver) -> None:
+    """Call `observer(state)` whenever batches are handed to the pool or finish, in the order the changes
+    happened (metrics keep gauges with it: another process cannot ask this one at scrape time)."""
+    if observer not in _state_observers:
+        _state_observers.append(observer)
 
 
 def pool_state() -> PoolState | None:
@@ -71,8 +80,17 @@ class _ObservedPool:
 
     def state(self) -> PoolState:
         with self._guard:
-            in_flight = self._in_flight
-        return PoolState(self._workers, in_flight, max(0, in_flight - self._workers))
+            return self._snapshot()
+
+    def _snapshot(self) -> PoolState:
+        return PoolState(self._workers, self._in_flight, max(0, self._in_flight - self._workers))
+
+    def _change(self, delta: int) -> None:
+        with self._guard:
+            self._in_flight += delta
+            state = self._snapshot()
+            for observer in _state_observers:  # under the guard: observers see the changes in order
+                observer(state)
 
     def check(self, spec: ModelSpec, model_dir: Path, requests: Sequence[EmbedRequest]) -> None:
         self._pool.check(spec, model_dir, requests)
@@ -81,13 +99,11 @@ class _ObservedPool:
         for job in jobs:
             for observer in _batch_observers:
                 observer(job.spec.name, len(job.requests))
-        with self._guard:
-            self._in_flight += len(jobs)
+        self._change(len(jobs))
         try:
             return self._pool.run(jobs)
         finally:
-            with self._guard:
-                self._in_flight -= len(jobs)
+            self._change(-len(jobs))
 
     def warm(self, spec: ModelSpec, model_dir: Path) -> None:
         self._pool.warm(spec, model_dir)

@@ -68,6 +68,21 @@ def kill_group(process: subprocess.Popen[bytes]) -> None:
     process.wait(10)
 
 
+def processes_mentioning(text: str) -> list[str]:
+    """Every process whose command line contains `text` (e.g. a test's DATA_DIR), as "pid: command line"."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
 @pytest.fixture
 def server_processes() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []

@@ -1,27 +1,30 @@
 """The cluster domain's side of the inference seams: API keys and cluster state, read for the gateway.
 
 Every data-plane request needs its key and its cluster's state, so both are kept in this process for
-DIRECTORY_CACHE_SECONDS instead of costing two SQL queries a request. A change made in this process (a key
-revoked, a toggle, a job's step) drops the entry once its transaction commits, so the very next request
-reads it fresh; a change made elsewhere (the restart worker flipping the state back to running) shows
-within the cache's lifetime. A restart's drain step drops the cluster's entry before it waits, so no
-request started after the drain can see a stale "running".
+DIRECTORY_CACHE_SECONDS instead of costing two SQL queries a request. A change (a key revoked, a toggle, a
+job's step) drops the entry once its transaction commits, in the process that made it and, with a shared
+Redis (`CACHE_REDIS_URL`), in every other process and replica through the generation counter of
+`console.clusters.sharedcache`: the very next request anywhere reads it fresh. Without Redis, a change made
+in another process (the restart worker flipping the state back to running) shows within the cache's
+lifetime. A restart's drain step drops the cluster's entry before it waits, so no request started after
+the drain can see a stale "running".
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
 from console.clusters.models import ApiKey, Cluster, hash_secret
 from console.clusters.selectors import api_key_for_secret, cluster_for_inference_token, cluster_get
+from console.clusters.sharedcache import SharedCache, changed
 from inference.hooks import ClusterInfo, KeyInfo
+
+
+def _lifetime() -> float:
+    return float(settings.DIRECTORY_CACHE_SECONDS)
 
 
 def cluster_info(cluster: Cluster) -> ClusterInfo:
@@ -36,38 +39,8 @@ def cluster_info(cluster: Cluster) -> ClusterInfo:
     )
 
 
-T = TypeVar("T")
-
-
-class _TtlCache:
-    """A small thread-safe map whose entries live for DIRECTORY_CACHE_SECONDS."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: dict[str, tuple[float, Any]] = {}
-
-    def get(self, key: str, load: Callable[[], T]) -> T:
-        entry = self._entries.get(key)
-        if entry is not None and entry[0] > time.monotonic():
-            return entry[1]
-        value = load()
-        with self._lock:
-            if len(self._entries) > 10_000:  # bounded, whatever keys callers send
-                self._entries.clear()
-            self._entries[key] = (time.monotonic() + float(settings.DIRECTORY_CACHE_SECONDS), value)
-        return value
-
-    def drop(self, key: str) -> None:
-        with self._lock:
-            self._entries.pop(key, None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-
-_keys = _TtlCache()  # by the secret's hash (clear secrets are never kept)
-_clusters = _TtlCache()  # by cluster id
+_keys: SharedCache[KeyInfo | None] = SharedCache(_lifetime)  # by the secret's hash (clear secrets never kept)
+_clusters: SharedCache[ClusterInfo | None] = SharedCache(_lifetime)  # by cluster id
 
 
 def forget_cluster(cluster_id: str) -> None:
@@ -76,15 +49,16 @@ def forget_cluster(cluster_id: str) -> None:
 
 
 def _on_key_change(sender: Any, instance: ApiKey, **kwargs: Any) -> None:
-    transaction.on_commit(lambda: _keys.drop(instance.key_hash))
+    changed(lambda: _keys.drop(instance.key_hash))
 
 
 def _on_cluster_change(sender: Any, instance: Cluster, **kwargs: Any) -> None:
-    transaction.on_commit(lambda: _clusters.drop(instance.pk))
+    changed(lambda: _clusters.drop(instance.pk))
 
 
 def connect_invalidation() -> None:
-    """Drop cached entries when keys or clusters change in this process (called by the app config)."""
+    """Drop cached entries when keys or clusters change, in this process and, through the shared
+    generation, in every other (called by the app config of every process: web, worker, commands)."""
     post_save.connect(_on_key_change, sender=ApiKey, dispatch_uid="directory.key.save")
     post_delete.connect(_on_key_change, sender=ApiKey, dispatch_uid="directory.key.delete")
     post_save.connect(_on_cluster_change, sender=Cluster, dispatch_uid="directory.cluster.save")

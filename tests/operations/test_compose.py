@@ -19,6 +19,10 @@ def load_compose() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "compose.yaml").read_text())  # merges `<<: *anchor` keys, as Compose does
 
 
+# Variables the app passes on to a library that reads them itself (prometheus_client: console/metrics.py).
+READ_BY_LIBRARIES = {"PROMETHEUS_MULTIPROC_DIR"}
+
+
 def settings_variables() -> set[str]:
     """The environment variables console/settings.py (and the modules it reads them with) consults."""
     source = (ROOT / "console" / "settings.py").read_text()
@@ -63,6 +67,8 @@ def test_compose_runs_the_whole_stack() -> None:
     assert services["beat"]["command"][:4] == ["celery", "-A", "console", "beat"]
     # Replicas share one secret (sessions, the control token) and one Qdrant key, both required.
     web_env = services["web"]["environment"]
+    # A replica's gunicorn workers aggregate their metrics in a directory empty at each start.
+    assert web_env["PROMETHEUS_MULTIPROC_DIR"] in services["web"]["tmpfs"]
     assert web_env["SECRET_KEY"].startswith("${SECRET_KEY:?")
     assert web_env["QDRANT_API_KEY"] == services["qdrant"]["environment"]["QDRANT__SERVICE__API_KEY"]
     # Named volumes for every service that keeps state.
@@ -78,7 +84,7 @@ def test_every_variable_compose_gives_the_app_is_read_by_the_settings() -> None:
     for name, service in services.items():
         if service.get("build") != ".":
             continue  # third-party images read their own variables
-        unknown = set(service.get("environment", {})) - read
+        unknown = set(service.get("environment", {})) - read - READ_BY_LIBRARIES
         assert unknown == set(), f"{name} sets {sorted(unknown)}, which console/settings.py never reads"
 
 

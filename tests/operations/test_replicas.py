@@ -1,7 +1,8 @@
 """Two web replicas (two gunicorn processes, started as `make run` starts them) sharing PostgreSQL, Redis
 and a Qdrant-compatible server, behind a round-robin client: usage is exact across both and the
-tokens-per-minute limit is shared; an inference toggle's restart drains and warms both, each reporting, and
-a replica SIGKILLed in the middle of it does not wedge the job.
+tokens-per-minute limit is shared; a change made anywhere (a revoked key, a new limit, a cluster restarting)
+applies to the very next request on every replica; an inference toggle's restart drains and warms both, each
+reporting, and a replica SIGKILLed in the middle of it does not wedge the job.
 
 The restart task runs in the test thread (as a Celery worker's thread would run it) against the test
 database the replicas share; it reaches each replica's own control listener from the registry."""
@@ -28,9 +29,17 @@ from rest_framework.test import APIClient
 
 from billing.models import UsageRecord
 from billing.services import cluster_limit_set
-from console.clusters.models import Replica
+from console.clusters.models import ApiKey, Replica, RestartJob
 from console.clusters.selectors import replicas_live
-from console.clusters.services import CreatedCluster, CreatedUser, cluster_inference_toggle
+from console.clusters.services import (
+    CreatedCluster,
+    CreatedUser,
+    api_key_revoke,
+    cluster_inference_toggle,
+    restart_job_claim,
+    restart_job_complete,
+    user_create,
+)
 from console.clusters.tasks import restart_cluster
 from inference import inflight
 from tests.conftest import MINILM
@@ -51,25 +60,32 @@ class ReplicaServer:
 
 
 @pytest.fixture
-def replica_servers(
+def start_replicas(
     qdrant_server: tuple[str, str],
     transactional_db: None,
     tmp_path: Path,
     models_dir: Path,
     settings: LazySettings,
-) -> Iterator[list[ReplicaServer]]:
-    """Two replicas with console/gunicorn_conf.py (each worker registers itself and its control listener).
+) -> Iterator[Callable[..., list[ReplicaServer]]]:
+    """Start two replicas (`start(**extra_environment)`) with console/gunicorn_conf.py: each worker registers
+    itself and its control listener.
 
-    They share the control token with this process, which runs the restart task as a worker would."""
-    settings.CONTROL_TOKEN = CONTROL_TOKEN
+    They share the control token with this process, which runs the restart task as a worker would, and
+    their Redis for this process's own changes too (CACHE_REDIS_URL), as the worker and any `manage.py`
+    command of the deployment do: what it changes through the ORM is announced to the replicas.
+    """
     db = connection.settings_dict
     if connection.vendor != "postgresql" or not REDIS_URL:
         pytest.skip("replicas share PostgreSQL and Redis: set DATABASE_URL (PostgreSQL) and TEST_REDIS_URL")
+    settings.CONTROL_TOKEN = CONTROL_TOKEN
+    settings.CACHE_REDIS_URL = REDIS_URL
     database_url = (
         f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
     )
     started: list[ReplicaServer] = []
-    try:
+
+    def start(**extra: str) -> list[ReplicaServer]:
+        servers = []
         for index in range(2):
             env = {k: v for k, v in os.environ.items() if k not in ("CELERY_BROKER_URL",)}
             env.update(
@@ -78,20 +94,37 @@ def replica_servers(
                 GRPC_PORT="0", HF_HUB_OFFLINE="1", DJANGO_SETTINGS_MODULE="console.settings",
                 RUN_SETTINGS_FILE="/dev/null", DATABASE_URL=database_url, SECRET_KEY="shared-by-replicas",
                 QDRANT_URL=qdrant_server[0], QDRANT_API_KEY=qdrant_server[1], LIMITS_REDIS_URL=REDIS_URL,
-                LIMIT_CACHE_SECONDS="0", REPLICA_HEARTBEAT_SECONDS="0.5", CONTROL_TOKEN=CONTROL_TOKEN,
+                REPLICA_HEARTBEAT_SECONDS="0.5", CONTROL_TOKEN=CONTROL_TOKEN,
+                **extra,
             )  # fmt: skip
             process = start_server(env, as_make_run=True)
-            started.append(ReplicaServer(base=f"http://127.0.0.1:{env['PORT']}", process=process))
-        yield started
+            servers.append(ReplicaServer(base=f"http://127.0.0.1:{env['PORT']}", process=process))
+            started.append(servers[-1])
+        return servers
+
+    try:
+        yield start
     finally:
         for server in started:
             kill_group(server.process)
 
 
 @pytest.fixture
+def replica_servers(start_replicas: Callable[..., list[ReplicaServer]]) -> list[ReplicaServer]:
+    """Two replicas with the default cache lifetimes."""
+    return start_replicas()
+
+
+@pytest.fixture
 def replicas(replica_servers: list[ReplicaServer], cluster: CreatedCluster) -> list[str]:
     """The cluster's URL on each of two replicas."""
     return [f"{server.base}/clusters/{cluster.cluster.id}" for server in replica_servers]
+
+
+def _wait_for_a_whole_minute_ahead() -> None:
+    """The tokens-per-minute budget is per UTC minute: do not straddle two."""
+    if datetime.now(UTC).second > 45:
+        time.sleep(61 - datetime.now(UTC).second)
 
 
 def test_usage_is_exact_and_the_limit_shared_across_two_replicas(
@@ -127,8 +160,7 @@ def test_usage_is_exact_and_the_limit_shared_across_two_replicas(
     assert count["result"]["count"] == 18  # both replicas wrote to the same remote collection
 
     # The limit: one budget for the cluster, not one per replica.
-    if datetime.now(UTC).second > 45:  # the budget is per UTC minute: do not straddle two
-        time.sleep(61 - datetime.now(UTC).second)
+    _wait_for_a_whole_minute_ahead()
     per_request = 12  # about what one request below costs (3 short texts)
     limit = 5 * per_request
     cluster_limit_set(cluster_id=cluster.cluster.id, tokens_per_minute=limit)
@@ -151,6 +183,65 @@ def test_usage_is_exact_and_the_limit_shared_across_two_replicas(
     # two separate budgets would have let through about twice as much.
     assert refused > 0
     assert limit - 2 * per_request <= spent <= limit + 2 * per_request
+
+
+def test_a_change_anywhere_applies_to_the_very_next_request_on_every_replica(
+    start_replicas: Callable[..., list[ReplicaServer]], cluster: CreatedCluster
+) -> None:
+    # Cached for 5 minutes: only the shared invalidation, not an expiry, can explain a changed answer.
+    servers = start_replicas(DIRECTORY_CACHE_SECONDS="300", LIMIT_CACHE_SECONDS="300")
+    cluster_id = cluster.cluster.id
+    a, b = (f"{server.base}/clusters/{cluster_id}" for server in servers)
+    headers = {"api-key": cluster.api_key}
+
+    def upsert(url: str, point_id: int) -> httpx.Response:
+        point = {"id": point_id, "vector": {"text": f"next request {point_id}", "model": MINILM}}
+        return httpx.put(
+            f"{url}/collections/docs/points?wait=true", headers=headers, json={"points": [point]}, timeout=60
+        )
+
+    created = httpx.put(
+        f"{a}/collections/docs", headers=headers, json={"vectors": {"size": 384, "distance": "Cosine"}}
+    )
+    assert created.status_code == 200, created.text
+
+    # A limit lowered below what this minute already spent: refused on B's very next request.
+    _wait_for_a_whole_minute_ahead()
+    cluster_limit_set(cluster_id=cluster_id, tokens_per_minute=1_000_000)
+    for url in (a, b):  # both replicas now hold the key, the cluster and the generous limit
+        answer = upsert(url, 1)
+        assert answer.status_code == 200, answer.text
+    cluster_limit_set(cluster_id=cluster_id, tokens_per_minute=1)  # through the ORM, here
+    refused = upsert(b, 2)
+    assert refused.status_code == 429, refused.text
+    cluster_limit_set(cluster_id=cluster_id, tokens_per_minute=None)
+    assert upsert(b, 3).status_code == 200
+
+    # The cluster restarting, asked through replica A's API: B answers 503 at once.
+    admin = user_create(username="replica-admin", role="admin")
+    toggled = httpx.patch(
+        f"{a.split('/clusters/')[0]}/api/v1/clusters/{cluster_id}/inference",
+        headers={"Authorization": f"Token {admin.token}"},
+        json={"enabled": False},
+    )
+    assert toggled.status_code == 202, toggled.text
+    restarting = httpx.get(f"{b}/collections", headers=headers)
+    assert restarting.status_code == 503, restarting.text
+    assert int(restarting.headers["retry-after"]) >= 1
+    # ...and back to running, inference off, flipped by the worker's services (here, no worker runs):
+    job = RestartJob.objects.get(cluster_id=cluster_id)
+    attempt = restart_job_claim(job_id=job.pk)
+    assert attempt is not None
+    restart_job_complete(job_id=job.pk, attempt=attempt)
+    assert httpx.get(f"{b}/collections", headers=headers).status_code == 200
+    disabled = upsert(b, 4)
+    assert disabled.status_code == 400 and "Inference is not enabled" in disabled.text
+
+    # A revoked key: refused on both replicas' very next request.
+    api_key_revoke(api_key=ApiKey.objects.get(cluster_id=cluster_id))
+    for url in (b, a):
+        answer = httpx.get(f"{url}/collections", headers=headers)
+        assert answer.status_code == 401, answer.text
 
 
 # --- the restart job on every replica -------------------------------------------------------------------

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from console import runfile
-from tests.processes import ROOT, free_port
+from tests.processes import ROOT, free_port, processes_mentioning
 
 pytestmark = pytest.mark.slow
 MINILM = "sentence-transformers/all-minilm-l6-v2"
@@ -34,20 +34,6 @@ def _wait_healthy(port: int, process: subprocess.Popen[bytes], timeout: float = 
             pass
         time.sleep(0.3)
     raise AssertionError("make run did not start serving")
-
-
-def _processes_mentioning(text: str) -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(f"{proc.name}: {cmdline}")
-    return found
 
 
 def test_make_run_stops_cleanly_on_sigterm_and_manage_finds_its_settings(
@@ -107,7 +93,7 @@ def test_make_run_stops_cleanly_on_sigterm_and_manage_finds_its_settings(
     finally:
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGKILL)
-    leftovers = _processes_mentioning(str(data_dir))
+    leftovers = processes_mentioning(str(data_dir))
     for line in leftovers:  # do not leak them into the next test, whatever the assertions say
         os.kill(int(line.split(":")[0]), signal.SIGKILL)
 
