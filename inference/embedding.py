@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,9 +114,31 @@ class _ObservedPool:
         self._pool.shutdown()
 
 
+# Installed models, as found on disk, for RESOLVE_CACHE_SECONDS: resolving reads the model's marker file and
+# checks its directory, a file read on every request that names a model (~14% of a request thread's samples
+# under load). Only successes are kept (so the keys are catalog names): a model installed meanwhile is seen
+# on its next request, one removed within the lifetime (its runner stays loaded anyway).
+RESOLVE_CACHE_SECONDS = 10.0
+_resolved: dict[tuple[str, str], tuple[float, tuple[ModelSpec, Path]]] = {}
+
+
 def resolve_model(name: str) -> tuple[ModelSpec, Path]:
     """The spec and files of a model installed under MODELS_DIR (see `catalog.resolve`)."""
-    return catalog.resolve(settings.MODELS_DIR, name)
+    key = (str(settings.MODELS_DIR), name.lower())
+    now = time.monotonic()
+    cached = _resolved.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    found = catalog.resolve(settings.MODELS_DIR, name)
+    if len(_resolved) > 1000:  # bounded whatever the case variants of names callers send
+        _resolved.clear()
+    _resolved[key] = (now + RESOLVE_CACHE_SECONDS, found)
+    return found
+
+
+def forget_models() -> None:
+    """Resolve models from disk again on their next use (after installing or removing one)."""
+    _resolved.clear()
 
 
 def get_engine() -> Engine:

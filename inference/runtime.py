@@ -53,8 +53,9 @@ def reopen_storage(cluster: ClusterInfo) -> dict[str, Any]:
 
 def warm(cluster: ClusterInfo) -> dict[str, Any]:
     """Load every installed model in the ONNX workers, so the first request after the restart is fast."""
-    from inference.embedding import get_engine  # the engine is built on first use, never at import
+    from inference.embedding import forget_models, get_engine  # the engine is built on first use
 
+    forget_models()  # models installed or removed since are found again
     engine = get_engine()
     loaded: dict[str, int] = {}
     for entry in _installed_models():

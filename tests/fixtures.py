@@ -122,15 +122,17 @@ def isolated_celery() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def fresh_caches() -> None:
     """Caches of rows keyed by id or name, dropped between tests (their tables are rolled back or flushed,
-    which sends no signal): keys and cluster states, price histories, limits."""
+    which sends no signal): keys and cluster states, price histories, limits, installed models."""
     from billing import limits
     from billing.services import forget_prices
     from console.clusters import directory
+    from inference.embedding import forget_models
 
     directory._keys.clear()
     directory._clusters.clear()
     forget_prices()
     limits._limits.clear()
+    forget_models()
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,9 @@ from .runner import options_or_empty
 from .types import EmbedRequest, EmbedResult, EngineUnavailable, InputType, InvalidInput, Kind, ModelSpec
 
 
-def make_session(path: Path, threads: int, *, memory_arena: bool = True) -> ort.InferenceSession:
+def make_session(
+    path: Path, threads: int, *, memory_arena: bool = True, spinning: bool = True
+) -> ort.InferenceSession:
     """An onnxruntime CPU session with explicit thread and memory settings.
 
     One intra-op thread per session by default: the worker pool runs several batches side by side, and
@@ -36,6 +38,8 @@ def make_session(path: Path, threads: int, *, memory_arena: bool = True) -> ort.
     options.inter_op_num_threads = 1
     options.enable_cpu_mem_arena = memory_arena
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spinning:  # idle intra-op threads sleep instead of spinning (a spinning one burns a core)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors for a broken file
@@ -96,9 +100,11 @@ class OnnxTextRunner:
         self.session = make_session(model_dir / "model.onnx", threads, memory_arena=memory_arena)
         # A second session of the same file spread over `solo_threads` cores, for a batch that runs while
         # the rest of the pool is idle: a lone short query is latency-bound, and one thread leaves the
-        # other cores idle (MiniLM-L6 int8, one sentence: 6.3 ms on one thread, 3.4 ms on two).
+        # other cores idle (MiniLM-L6 int8, one sentence, quiet machine: 6.3 ms on one thread, 3.4 ms on
+        # two). Its threads do not spin between runs: under load, spinning cost ~10% of a core (measured
+        # with bench/dataplane.py's concurrent phase) for no gain in latency.
         self.solo_session = (
-            make_session(model_dir / "model.onnx", solo_threads, memory_arena=memory_arena)
+            make_session(model_dir / "model.onnx", solo_threads, memory_arena=memory_arena, spinning=False)
             if solo_threads > threads
             else None
         )
