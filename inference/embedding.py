@@ -217,6 +217,7 @@ def _build_engine() -> Engine:
 
     pool = InProcessPool(
         workers=settings.INFERENCE_WORKERS,
+        nice=settings.INFERENCE_WORKER_NICE,
         settings=RunnerSettings(
             onnx_threads=settings.INFERENCE_ONNX_THREADS,
             solo_threads=settings.INFERENCE_SOLO_THREADS,

@@ -59,4 +59,4 @@ def _open(cluster: ClusterInfo) -> VectorStore:
         return NamespacedStore(shared, namespace_prefix(cluster.id))
     root = settings.CLUSTERS_DIR / cluster.id / "storage"
     root.mkdir(parents=True, exist_ok=True)
-    return EdgeStore(root)
+    return EdgeStore(root, search_threads=settings.EDGE_SEARCH_THREADS or None)

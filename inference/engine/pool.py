@@ -9,6 +9,8 @@ workers on an ``inference`` queue) implements the same methods and needs no chan
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -160,10 +162,16 @@ class InProcessPool:
     """
 
     def __init__(
-        self, workers: int, settings: RunnerSettings | None = None, batching: BatchSettings | None = None
+        self,
+        workers: int,
+        settings: RunnerSettings | None = None,
+        batching: BatchSettings | None = None,
+        *,
+        nice: int = 0,
     ) -> None:
         self.registry = RunnerRegistry(settings or RunnerSettings())
         self.workers = workers
+        self.nice = nice  # of the worker threads: below the threads that hold the GIL to serve requests
         self.batching = batching or BatchSettings()
         self._cond = threading.Condition()
         self._queues: dict[tuple[str, Path], tuple[BatchJob, list[_Item]]] = {}
@@ -238,6 +246,8 @@ class InProcessPool:
             thread.start()
 
     def _work(self) -> None:
+        if self.nice > 0:
+            _lower_this_thread(self.nice)
         while True:
             with self._cond:
                 self._idle += 1
@@ -325,6 +335,12 @@ class InProcessPool:
                 f"Model {job.spec.name} returned {len(results)} vectors for {len(requests)}"
             )
         return results
+
+
+def _lower_this_thread(nice: int) -> None:
+    """Give the calling thread a lower CPU priority (Linux: a nice value per thread; elsewhere nothing)."""
+    with contextlib.suppress(AttributeError, OSError):  # no per-thread priorities: the process's it is
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 def _estimate_tokens(request: EmbedRequest, spec: ModelSpec) -> int:

@@ -270,3 +270,21 @@ def test_the_overload_error_is_answered_as_429_with_retry_after() -> None:
 
     answer = errors.from_exception(EngineOverloaded("Too many inference requests are waiting", retry_after=2))
     assert answer.status == 429 and answer.retry_after == 2
+
+
+def thread_nice(native_id: int) -> int:
+    """A thread's nice value, from /proc (field 19 of its stat line)."""
+    stat = Path(f"/proc/self/task/{native_id}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
+def test_workers_run_below_the_request_threads_priority(models_dir: Path) -> None:
+    pool = InProcessPool(workers=2, nice=7)
+    engine = engine_over(pool, models_dir)
+    try:
+        engine.embed([doc("warm up")])
+        nice = [thread_nice(t.native_id) for t in pool._threads if t.native_id is not None]
+    finally:
+        pool.shutdown()
+    assert nice == [7, 7]
+    assert thread_nice(threading.get_native_id()) == 0  # the caller (a request's thread) keeps its priority

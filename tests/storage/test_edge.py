@@ -5,6 +5,7 @@ Pure pytest, no Django: ``.venv/bin/pytest -p no:django tests/storage -q``.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -1031,3 +1032,12 @@ def test_reopen_after_close_keeps_collections_and_data(tmp_path: Path) -> None:
         assert after["points"] == before["points"]
         again.upsert("u", [models.PointStruct(id=100, vector=rand_vec(np.random.default_rng(0)))])
         assert again.count("u", models.CountRequest())["count"] == 21
+
+
+def test_new_collections_get_a_search_pool_of_the_configured_size(tmp_path: Path) -> None:
+    for threads in (1, 3, None):  # None: Edge's default, one thread per CPU
+        root = tmp_path / f"edge-{threads}"
+        with EdgeStore(root, search_threads=threads) as s:
+            s.create_collection("c", unnamed())
+            (shard_config,) = root.glob("**/edge_config.json")
+            assert json.loads(shard_config.read_text()).get("max_search_threads") == threads

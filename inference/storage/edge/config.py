@@ -102,11 +102,12 @@ def edge_quantization(config: models.QuantizationConfig | None) -> Any:
 PAYLOAD_ONLY_VECTOR = "__payload_only__"
 
 
-def edge_config(config: models.CreateCollection) -> Any:
+def edge_config(config: models.CreateCollection, *, search_threads: int | None = None) -> Any:
     """Edge's shard config for a REST ``CreateCollection``.
 
     Sharding, replication, WAL sizes and collection metadata have no Edge counterpart: the store
-    keeps them in its registry and reports them back in ``get_collection``.
+    keeps them in its registry and reports them back in ``get_collection``. `search_threads` sizes the
+    shard's search pool (None: one per CPU); Edge keeps it with the shard.
     """
     collection_hnsw, merged_hnsw = _hnsw(config.hnsw_config, DEFAULT_HNSW)
 
@@ -184,6 +185,7 @@ def edge_config(config: models.CreateCollection) -> Any:
             hnsw_config=collection_hnsw if config.hnsw_config is not None else None,
             quantization_config=edge_quantization(config.quantization_config),
             optimizers=optimizers,
+            max_search_threads=search_threads,
         ),
         # The WAL is what keeps acknowledged writes across a crash: never turn it off.
         wal_enabled=True,

@@ -347,8 +347,12 @@ class EdgeStore:
     to flush and release the shards; a new ``EdgeStore`` on the same root then sees all the data.
     """
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, *, search_threads: int | None = 1) -> None:
         self.root = Path(root)
+        # Edge's query holds the GIL while it waits for its search pool. A small collection is one
+        # segment, searched by one pool thread, so a bigger pool buys nothing and adds threads that the
+        # calling thread waits for the OS to schedule (bench: mean query under CPU load 0.34 -> 0.24 ms).
+        self._search_threads = search_threads
         self._shards_dir = self.root / SHARDS_DIR
         self._shards_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = self._acquire_root_lock()
@@ -502,7 +506,8 @@ class EdgeStore:
     def create_collection(self, name: str, config: models.CreateCollection) -> None:
         """Create a collection with its own Edge shard; :class:`CollectionExists` if the name is taken."""
         validate_collection_name(name)
-        shard_config = edge_config(config)  # validates the config before anything touches disk
+        # Validates the config before anything touches disk.
+        shard_config = edge_config(config, search_threads=self._search_threads)
         with self._lock:
             self._check_open()
             if name in self._collections or name in self._aliases:
