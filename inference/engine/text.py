@@ -109,6 +109,7 @@ class OnnxTextRunner:
             else None
         )
         self.tokenizer = load_tokenizer(model_dir, spec.context_window)
+        self._pad_id = int((self.tokenizer.padding or {}).get("pad_id", 0))
         self._input_names = {i.name for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]
         if spec.onnx_output is not None and spec.onnx_output not in outputs:
@@ -127,10 +128,16 @@ class OnnxTextRunner:
         """Embed one batch: tokenize (truncating), run the encoder, pool, normalize."""
         if not requests:
             return []
-        texts = [self._prepare(r) for r in requests]
-        encodings = self.tokenizer.encode_batch(texts)
-        input_ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        attention = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        # One text at a time, not `encode_batch`: that hands even a few short texts to the tokenizers'
+        # thread pool and waits for it, which under load cost ~1 ms a batch (14% of a worker's samples)
+        # for ~0.04 ms of work per text. Right-padded to the longest here, as `encode_batch` would.
+        encodings = [self.tokenizer.encode(self._prepare(r)) for r in requests]
+        longest = max(len(e.ids) for e in encodings)
+        input_ids = np.full((len(encodings), longest), self._pad_id, dtype=np.int64)
+        attention = np.zeros((len(encodings), longest), dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            input_ids[row, : len(encoding.ids)] = encoding.ids
+            attention[row, : len(encoding.ids)] = encoding.attention_mask
         feeds: dict[str, Any] = {"input_ids": input_ids}
         if "attention_mask" in self._input_names:
             feeds["attention_mask"] = attention
