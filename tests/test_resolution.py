@@ -191,9 +191,10 @@ def test_raw_vectors_pass_untouched_without_embedding(resolver: Resolver, fake: 
             },
         ]
     }
+    sent = copy.deepcopy(body)
     out = resolve(resolver, "upsert", body, NAMED)
-    assert out.body == body
-    assert out.body is not body
+    assert out.body == sent
+    assert body == sent  # read, never rewritten
     assert out.usage == {}
     assert fake.calls == []
 
