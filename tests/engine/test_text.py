@@ -12,7 +12,13 @@ import pytest
 from inference import catalog
 from inference.engine.engine import Engine
 from inference.engine.pool import BatchJob, InProcessPool
-from inference.engine.text import OnnxTextRunner, with_prefix
+from inference.engine.text import (
+    HEAD_CHARS_PER_TOKEN,
+    MAX_CHARS_PER_TOKEN,
+    OnnxTextRunner,
+    head_tokens,
+    with_prefix,
+)
 from inference.engine.types import (
     EmbedRequest,
     EmbedResult,
@@ -93,6 +99,49 @@ def test_long_text_is_truncated_to_the_context_window(engine: Engine) -> None:
     assert fitted.tokens == 256
     assert cos(vec(long), vec(fitted)) > 0.99999
     assert cos(vec(long), vec(shorter)) < 0.999
+
+
+LONG_TEXTS = {
+    "prose": "The red planet has two small moons, Phobos and Deimos; both were found in 1877. " * 400,
+    "one token a char": "火星有两个卫星" * 3000,
+    "lines and tabs": "\n".join(f"row {i}\tvalue {i * 3.5}\tnaïve café" for i in range(3000)),
+    "thin": "supercalifragilisticexpialidocious " * 2000,  # ~6 tokens in 35 characters
+    "no whitespace": "ab" * 20_000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(LONG_TEXTS))
+def test_a_long_text_reads_the_same_from_its_head(minilm_dir: Path, name: str) -> None:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=256)
+    text = LONG_TEXTS[name]
+    assert len(text) > 256 * HEAD_CHARS_PER_TOKEN
+    head, whole = head_tokens(tokenizer, text, 256), tokenizer.encode(text)
+    assert (head.ids, head.attention_mask) == (whole.ids, whole.attention_mask)
+
+
+def test_a_huge_text_is_not_tokenized_past_what_the_window_can_hold(minilm_dir: Path) -> None:
+    """10 MiB took 9 s of CPU to tokenize, holding the GIL, for 256 tokens; only its head is read."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=256)
+    read: list[int] = []
+
+    class Recording:
+        def encode(self, text: str) -> object:
+            read.append(len(text))
+            return tokenizer.encode(text)
+
+    huge = ("the red planet has two moons " * 400_000)[: 10 * 1024 * 1024]
+    spaces = " " * 1_000_000 + "word " * 100
+    assert len(head_tokens(Recording(), huge, 256).ids) == 256  # type: ignore[arg-type]
+    assert read == [huge[: 256 * HEAD_CHARS_PER_TOKEN].rfind(" ")]  # the head, cut back to the last space
+    read.clear()
+    head_tokens(Recording(), spaces, 256)  # type: ignore[arg-type]
+    assert max(read) <= 256 * MAX_CHARS_PER_TOKEN
 
 
 def test_l3_context_window_is_128(engine: Engine) -> None:
