@@ -105,10 +105,11 @@ def commands(env: dict[str, str]) -> list[Command]:
     data_dir = Path(env.get("DATA_DIR") or ROOT / "data")
     port = env.get("PORT") or "8000"
     workers = web_concurrency(env)
+    threads = positive_int(env, "WEB_THREADS", 8)
     grace = env.get("SHUTDOWN_TIMEOUT") or "8"
     web = [
         str(bin_dir / "gunicorn"), "console.wsgi:application", "--config", "python:console.gunicorn_conf",
-        "--bind", f"0.0.0.0:{port}", "--workers", str(workers), "--threads", "8",
+        "--bind", f"0.0.0.0:{port}", "--workers", str(workers), "--threads", str(threads),
         "--access-logfile", "-", "--timeout", "120", "--control-socket", str(data_dir / "gunicorn.ctl"),
         "--graceful-timeout", str(max(1, int(float(grace)) - 2)),
     ]  # fmt: skip
@@ -139,15 +140,21 @@ def fresh_metrics_dir(children: list[Command]) -> None:
             Path(chosen).mkdir(parents=True)
 
 
+def positive_int(env: dict[str, str], name: str, default: int) -> int:
+    """`env[name]` as an integer of at least 1, `default` when unset; exits with a clear message otherwise."""
+    raw = (env.get(name) or str(default)).strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+    if value < 1:
+        raise SystemExit(f"{name} must be at least 1, got {value}")
+    return value
+
+
 def web_concurrency(env: dict[str, str]) -> int:
     """WEB_CONCURRENCY (default 1); more than one web process needs remote storage (QDRANT_URL)."""
-    raw = (env.get("WEB_CONCURRENCY") or "1").strip()
-    try:
-        workers = int(raw)
-    except ValueError:
-        raise SystemExit(f"WEB_CONCURRENCY must be an integer, got {raw!r}") from None
-    if workers < 1:
-        raise SystemExit(f"WEB_CONCURRENCY must be at least 1, got {workers}")
+    workers = positive_int(env, "WEB_CONCURRENCY", 1)
     if workers > 1 and not (env.get("QDRANT_URL") or "").strip():
         raise SystemExit(
             f"WEB_CONCURRENCY={workers} needs remote vector storage: with the embedded Qdrant Edge storage "

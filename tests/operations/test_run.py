@@ -175,3 +175,15 @@ def test_several_web_processes_on_embedded_storage_are_refused(tmp_path: Path) -
     assert "WEB_CONCURRENCY=2 needs remote vector storage" in done.stderr
     assert "QDRANT_URL" in done.stderr
     assert not (tmp_path / "run.json").exists()  # refused before recording anything
+
+
+def test_web_threads_reach_gunicorn_and_a_bad_value_is_refused() -> None:
+    from console.serve import commands
+
+    web = commands({"WEB_THREADS": "24", "DATA_DIR": "/tmp/x"})[0].argv
+    assert web[web.index("--threads") + 1] == "24"
+    default = commands({"DATA_DIR": "/tmp/x"})[0].argv
+    assert default[default.index("--threads") + 1] == "8"
+    for bad in ("0", "many"):
+        with pytest.raises(SystemExit, match="WEB_THREADS must be"):
+            commands({"WEB_THREADS": bad})
