@@ -70,7 +70,8 @@ TOKENS_REFUNDED = Counter(
 )
 BATCH_SIZE = Histogram(
     "inference_batch_size",
-    "Inputs per batch handed to the ONNX workers, by model.",
+    "Inputs per batch the ONNX workers run (inputs of concurrent requests merged into one run count once), "
+    "by model.",
     ["model"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
@@ -105,7 +106,20 @@ def _on_refunded(
 
 usage_recorded.connect(_on_recorded, dispatch_uid="console.metrics.tokens")
 usage_refunded.connect(_on_refunded, dispatch_uid="console.metrics.refunds")
-embedding.on_batch(lambda model, size: BATCH_SIZE.labels(model).observe(size))
+SOLO_BATCHES = Counter(
+    "inference_solo_batches",
+    "Batches run alone on the solo session (every other worker idle, INFERENCE_SOLO_THREADS), by model.",
+    ["model"],
+)
+
+
+def _on_batch(model: str, size: int, alone: bool) -> None:
+    BATCH_SIZE.labels(model).observe(size)
+    if alone:
+        SOLO_BATCHES.labels(model).inc()
+
+
+embedding.on_batch(_on_batch)
 
 
 # --- the ONNX pool: live values of each process, set when they change -------------------------------------

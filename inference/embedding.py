@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 _engine: Engine | None = None
 _lock = threading.Lock()
 
-BatchObserver = Callable[[str, int], None]  # (model, inputs in the batch)
+# (model, inputs in the batch, whether it ran alone on the solo session)
+BatchObserver = Callable[[str, int, bool], None]
 _batch_observers: list[BatchObserver] = []
 StateObserver = Callable[["PoolState"], None]
 _state_observers: list[StateObserver] = []
@@ -47,7 +48,8 @@ class PoolState:
 
 
 def on_batch(observer: BatchObserver) -> None:
-    """Call `observer(model, size)` for every batch the pool runs (metrics register one)."""
+    """Call `observer(model, size, alone)` for every batch the workers run: inputs of concurrent requests
+    merged into one run count as one batch (metrics register one)."""
     if observer not in _batch_observers:
         _batch_observers.append(observer)
 
@@ -97,9 +99,6 @@ class _ObservedPool:
         self._pool.check(spec, model_dir, requests)
 
     def run(self, jobs: Sequence[BatchJob]) -> list[list[EmbedResult]]:
-        for job in jobs:
-            for observer in _batch_observers:
-                observer(job.spec.name, len(job.requests))
         self._change(len(jobs))
         try:
             return self._pool.run(jobs)
@@ -211,6 +210,11 @@ def _fetch_policy() -> FetchPolicy:
     return FetchPolicy(**options)
 
 
+def _batch_ran(model: str, size: int, alone: bool) -> None:
+    for observer in _batch_observers:
+        observer(model, size, alone)
+
+
 def _build_engine() -> Engine:
     from inference.engine.engine import Engine
     from inference.engine.pool import BatchSettings, InProcessPool, RunnerSettings
@@ -218,6 +222,7 @@ def _build_engine() -> Engine:
     pool = InProcessPool(
         workers=settings.INFERENCE_WORKERS,
         nice=settings.INFERENCE_WORKER_NICE,
+        on_run=_batch_ran,
         settings=RunnerSettings(
             onnx_threads=settings.INFERENCE_ONNX_THREADS,
             solo_threads=settings.INFERENCE_SOLO_THREADS,

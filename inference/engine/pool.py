@@ -13,7 +13,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -168,10 +168,12 @@ class InProcessPool:
         batching: BatchSettings | None = None,
         *,
         nice: int = 0,
+        on_run: Callable[[str, int, bool], None] | None = None,
     ) -> None:
         self.registry = RunnerRegistry(settings or RunnerSettings())
         self.workers = workers
         self.nice = nice  # of the worker threads: below the threads that hold the GIL to serve requests
+        self.on_run = on_run  # told (model, inputs, alone) of every batch run, merged across calls
         self.batching = batching or BatchSettings()
         self._cond = threading.Condition()
         self._queues: dict[tuple[str, Path], tuple[BatchJob, list[_Item]]] = {}
@@ -302,6 +304,8 @@ class InProcessPool:
         return job, batch, alone
 
     def _run_batch(self, job: BatchJob, batch: list[_Item], *, alone: bool = False) -> None:
+        if self.on_run is not None:
+            self.on_run(job.spec.name, len(batch), alone)
         try:
             results = self._embed(job, [item.request for item in batch], alone=alone)
         except BaseException as exc:  # handed to the waiting caller, never lost in this thread

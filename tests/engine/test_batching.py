@@ -106,10 +106,13 @@ def test_concurrent_calls_merge_into_few_model_runs_and_never_mix_results(
 ) -> None:
     # One worker holding a partial batch open long enough for every caller to join it.
     pool = RecordingPool(workers=1, batching=BatchSettings(max_wait_ms=500))
+    reported: list[int] = []
+    pool.on_run = lambda model, size, alone: reported.append(size)  # what /metrics observes
     engine = engine_over(pool, models_dir)
     try:
         engine.embed([doc("warm up")])
         pool.batches.clear()
+        reported.clear()
         calls = [[text] for text in TEXTS]
         calls[0] = [TEXTS[0], TEXTS[0].upper()]  # a call with two inputs keeps its own order
         results = run_concurrently(engine, calls)
@@ -118,6 +121,7 @@ def test_concurrent_calls_merge_into_few_model_runs_and_never_mix_results(
     sizes = [len(batch) for batch in pool.batches]
     assert sum(sizes) == len(TEXTS) + 1  # every input ran exactly once
     assert len(sizes) < len(TEXTS) and max(sizes) > 1  # merged across calls
+    assert reported == sizes  # the merged runs are reported, not the calls
     for call, got in zip(calls, results, strict=True):
         assert isinstance(got, list) and len(got) == len(call)
         for text, result in zip(call, got, strict=True):

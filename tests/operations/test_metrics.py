@@ -63,8 +63,9 @@ def test_metrics_after_traffic(cluster: CreatedCluster) -> None:
     assert tokens > 0
     assert delta("inference_tokens_total", model=MINILM, cluster=cluster_id) == tokens
     assert delta("inference_tokens_refunded_total", model=MINILM, cluster=cluster_id) == 0
-    # The ONNX pool: one batch of the five distinct texts; nothing left in flight.
-    assert delta("inference_batch_size_count", model=MINILM) == 1
+    # The ONNX pool ran the five distinct texts (in one batch, or split over the idle workers); nothing is
+    # left in flight.
+    assert 1 <= delta("inference_batch_size_count", model=MINILM) <= 5
     assert delta("inference_batch_size_sum", model=MINILM) == 5
     assert value(after, "inference_jobs_in_flight") == 0 and value(after, "inference_queue_depth") == 0
     assert value(after, "inference_workers") >= 1
