@@ -221,7 +221,7 @@ def serve(
                 "--workers",
                 "1",
                 "--threads",
-                "8",
+                env.get("WEB_THREADS") or "8",  # as `make run`
                 "--timeout",
                 str(CLIENT_TIMEOUT),
                 "--no-control-socket",  # no shared socket under ~/.gunicorn, which other servers may use
