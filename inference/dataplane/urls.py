@@ -2,7 +2,8 @@
 
 Order matters: fixed paths come before the `{collection}` / `{id}` placeholders that would capture them
 (`collections/aliases` before `collections/{name}`, `points/search` before `points/{id}`), and the last
-route answers every other path with a JSON 404 (`UnknownPathApi`).
+route answers every other path with a JSON 404 (`UnknownPathApi`). The points routes come first: nothing else
+starts with `collections/{name}/points`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,32 @@ SHARD = f"{C}/shards/<int:shard_id>"
 
 urlpatterns = [
     path("", apis.RootApi.as_view(), name="dataplane-root"),
+    # --- points: first, as Django tries routes in order and these carry nearly all traffic (points/query
+    # came 55th) ---
+    path(P, apis.PointsApi.as_view()),
+    path(f"{P}/delete", apis.PointsDeleteApi.as_view()),
+    path(f"{P}/vectors", apis.VectorsApi.as_view()),
+    path(f"{P}/vectors/delete", apis.VectorsDeleteApi.as_view()),
+    path(f"{P}/payload", apis.PayloadApi.as_view()),
+    path(f"{P}/payload/delete", apis.PayloadDeleteApi.as_view()),
+    path(f"{P}/payload/clear", apis.PayloadClearApi.as_view()),
+    path(f"{P}/batch", apis.PointsBatchApi.as_view()),
+    path(f"{P}/scroll", apis.ScrollApi.as_view()),
+    path(f"{P}/count", apis.CountApi.as_view()),
+    path(f"{P}/query", apis.QueryApi.as_view()),
+    path(f"{P}/query/batch", apis.QueryBatchApi.as_view()),
+    path(f"{P}/query/groups", apis.QueryGroupsApi.as_view()),
+    path(f"{P}/search", apis.SearchApi.as_view()),
+    path(f"{P}/search/batch", apis.SearchBatchApi.as_view()),
+    path(f"{P}/search/groups", apis.SearchGroupsApi.as_view()),
+    path(f"{P}/search/matrix/pairs", apis.MatrixPairsApi.as_view()),
+    path(f"{P}/search/matrix/offsets", apis.MatrixOffsetsApi.as_view()),
+    path(f"{P}/recommend", apis.RecommendApi.as_view()),
+    path(f"{P}/recommend/batch", apis.RecommendBatchApi.as_view()),
+    path(f"{P}/recommend/groups", apis.RecommendGroupsApi.as_view()),
+    path(f"{P}/discover", apis.DiscoverApi.as_view()),
+    path(f"{P}/discover/batch", apis.DiscoverBatchApi.as_view()),
+    path(f"{P}/<str:point_id>", apis.PointApi.as_view()),
     # --- service ---
     path("healthz", apis.HealthApi.as_view()),
     path("livez", apis.HealthApi.as_view()),
@@ -62,31 +89,6 @@ urlpatterns = [
     path(f"{SHARD}/snapshots/recover", apis.SnapshotRecoverApi.as_view()),
     path(f"{SHARD}/snapshots/<str:snapshot_name>", apis.SnapshotApi.as_view()),
     path(f"{C}/facet", apis.FacetApi.as_view()),
-    # --- points ---
-    path(P, apis.PointsApi.as_view()),
-    path(f"{P}/delete", apis.PointsDeleteApi.as_view()),
-    path(f"{P}/vectors", apis.VectorsApi.as_view()),
-    path(f"{P}/vectors/delete", apis.VectorsDeleteApi.as_view()),
-    path(f"{P}/payload", apis.PayloadApi.as_view()),
-    path(f"{P}/payload/delete", apis.PayloadDeleteApi.as_view()),
-    path(f"{P}/payload/clear", apis.PayloadClearApi.as_view()),
-    path(f"{P}/batch", apis.PointsBatchApi.as_view()),
-    path(f"{P}/scroll", apis.ScrollApi.as_view()),
-    path(f"{P}/count", apis.CountApi.as_view()),
-    path(f"{P}/query", apis.QueryApi.as_view()),
-    path(f"{P}/query/batch", apis.QueryBatchApi.as_view()),
-    path(f"{P}/query/groups", apis.QueryGroupsApi.as_view()),
-    path(f"{P}/search", apis.SearchApi.as_view()),
-    path(f"{P}/search/batch", apis.SearchBatchApi.as_view()),
-    path(f"{P}/search/groups", apis.SearchGroupsApi.as_view()),
-    path(f"{P}/search/matrix/pairs", apis.MatrixPairsApi.as_view()),
-    path(f"{P}/search/matrix/offsets", apis.MatrixOffsetsApi.as_view()),
-    path(f"{P}/recommend", apis.RecommendApi.as_view()),
-    path(f"{P}/recommend/batch", apis.RecommendBatchApi.as_view()),
-    path(f"{P}/recommend/groups", apis.RecommendGroupsApi.as_view()),
-    path(f"{P}/discover", apis.DiscoverApi.as_view()),
-    path(f"{P}/discover/batch", apis.DiscoverBatchApi.as_view()),
-    path(f"{P}/<str:point_id>", apis.PointApi.as_view()),
     # --- everything else: a JSON 404, never the console's HTML page ---
     re_path(r"^(?P<rest>.*)$", apis.UnknownPathApi.as_view(), name="dataplane-unknown"),
 ]
