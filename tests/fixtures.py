@@ -40,6 +40,23 @@ NEW = datetime(2025, 8, 1, tzinfo=UTC)  # created after: starts on when eligible
 US, EU, AP = "us-west-2", "eu-central-1", "ap-southeast-1"
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """pytest-django's test database, whose other sessions are ended before it is dropped.
+
+    Connections persist (DATABASE_CONN_MAX_AGE): threads that served requests in tests (the in-process gRPC
+    server's, live servers') keep theirs open, and PostgreSQL refuses to drop a database still in use.
+    """
+    yield
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
 def _reset_broker_connections() -> None:
     """Forget the app's pools so the next send uses the broker now configured.
 
