@@ -133,10 +133,11 @@ class OnnxTextRunner:
         # A second session of the same file spread over `solo_threads` cores, for a batch that runs while
         # the rest of the pool is idle: a lone short query is latency-bound, and one thread leaves the
         # other cores idle (MiniLM-L6 int8, one sentence, quiet machine: 6.3 ms on one thread, 3.4 ms on
-        # two). Its threads do not spin between runs: under load, spinning cost ~10% of a core (measured
-        # with bench/dataplane.py's concurrent phase) for no gain in latency.
+        # two). Its threads spin between runs, as onnxruntime's do by default: waking sleeping ones cost a
+        # lone query ~1.2 ms (4.35 -> 3.13 ms p50). Under load lone batches are rare (~1.5/s with 16
+        # clients), so the spinning showed no CPU cost there (bench/dataplane.py's concurrent phase).
         self.solo_session = (
-            make_session(model_dir / "model.onnx", solo_threads, memory_arena=memory_arena, spinning=False)
+            make_session(model_dir / "model.onnx", solo_threads, memory_arena=memory_arena)
             if solo_threads > threads
             else None
         )
