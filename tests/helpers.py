@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
+from django.db import connection
 from django.test import Client
 
 
@@ -35,3 +37,19 @@ def cluster_update(cluster_id: str, **fields: Any) -> None:
 
     Cluster.objects.filter(pk=cluster_id).update(**fields)
     forget_cluster(cluster_id)
+
+
+def restart_in_thread(job_id: int, results: list[str]) -> threading.Thread:
+    """Start the restart task for `job_id` in a thread of its own (as a Celery worker runs it, while the
+    test goes on); its outcome is appended to `results`, and the thread's database connection closed."""
+    from console.clusters.tasks import restart_cluster
+
+    def run() -> None:
+        try:
+            results.append(restart_cluster.run(job_id))
+        finally:
+            connection.close()  # this thread's own
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread

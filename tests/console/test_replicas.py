@@ -40,6 +40,7 @@ from console.clusters.tasks import reap_stale_restart_jobs, restart_cluster
 from inference import inflight
 from tests.conftest import MINILM
 from tests.fixtures import job_state, wait_for
+from tests.helpers import restart_in_thread
 
 STEPS = ["drain", "storage", "warm", "health"]
 
@@ -224,16 +225,8 @@ def test_a_replica_stopped_mid_job_is_let_go_and_the_job_succeeds_in_bounded_tim
     job = cluster_inference_toggle(cluster=cluster, enabled=True, actor=admin.user)
     assert job is not None
     results: list[str] = []
-
-    def run() -> None:
-        try:
-            results.append(restart_cluster.run(job.pk))
-        finally:
-            connection.close()  # this thread's own
-
     with inflight.track(cluster.pk):  # holds the drain on both listeners (one process: one count)
-        runner = threading.Thread(target=run)
-        runner.start()
+        runner = restart_in_thread(job.pk, results)
         wait_for(lambda: job_state(job.pk).step == "drain", what="the drain step")
         time.sleep(0.2)
         # Dies: stops listening and beating, without deregistering (as SIGKILL leaves it).

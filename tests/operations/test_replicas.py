@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from console.clusters.tasks import restart_cluster
 from inference import inflight
 from tests.conftest import MINILM
 from tests.fixtures import job_state, wait_for
+from tests.helpers import restart_in_thread
 from tests.processes import free_port, kill_group, start_server
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -331,16 +331,8 @@ def test_a_replica_killed_mid_restart_does_not_wedge_the_job(
     # A request "in flight" on a third process, counted in the Redis the replicas share: both drains wait.
     elsewhere = inflight.Counts(redis.Redis.from_url(REDIS_URL), ttl=15)
     results: list[str] = []
-
-    def run() -> None:
-        try:
-            results.append(restart_cluster.run(job.pk))
-        finally:
-            connection.close()  # this thread's own
-
     with elsewhere.track(created.cluster.id):
-        runner = threading.Thread(target=run)
-        runner.start()
+        runner = restart_in_thread(job.pk, results)
         wait_for(lambda: job_state(job.pk).step == "drain", what="the drain step")
         time.sleep(0.5)  # both drain calls are waiting for that request now
         kill_group(victim.process)  # SIGKILL: no worker_exit, the registration is left to go stale
