@@ -14,10 +14,11 @@ and loads the row fresh: a revoked key fails on the very next request everywhere
 (rather than clearing on change) also covers a read that loaded the old row just before the commit and
 stored it just after the increment: its stamp is already out of date.
 
-Cost: one Redis GET per HTTP request (measured at 60-110 us with a local Redis; a cache hit after it costs
+Cost: one Redis GET per request (measured at 60-110 us with a local Redis; a cache hit after it costs
 under 1 us). The generation is read once per request (between Django's `request_started` and
-`request_finished`, in the serving thread) and shared by every cache read of that request: the key, the
-cluster and the limit. Outside HTTP requests (gRPC calls, the worker, commands) each cache read asks Redis.
+`request_finished`, in the serving thread; gRPC calls send the same signals) and shared by every cache read
+of that request: the key, the cluster and the limit. Outside requests (the worker, commands) each cache
+read asks Redis.
 A memo shared by requests for some milliseconds would save little and break the guarantee above.
 
 Redis unreachable: no entry is used or kept (every read goes to the database) and Redis is tried again

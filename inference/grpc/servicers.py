@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
-from django.db import close_old_connections
+from django.core.signals import request_finished, request_started
 from pydantic import ValidationError
 from qdrant_client import grpc as pb
 
@@ -50,6 +50,21 @@ def api_key_of(metadata: dict[str, str]) -> str:
     return auth[7:].strip() if auth.lower().startswith("bearer ") else ""
 
 
+class GrpcCall:
+    """The sender of Django's request signals for an RPC."""
+
+
+def _request_started() -> None:
+    # An RPC is a request in Django's sense, so what Django does around each HTTP request happens around it
+    # too: stale database connections closed (these threads are not Django's own), and the receivers that
+    # scope state to one request (the caches' shared generation, read once per call, not once per read).
+    request_started.send(sender=GrpcCall)
+
+
+def _request_finished() -> None:
+    request_finished.send(sender=GrpcCall)
+
+
 def serve_rpc(
     context: grpc.ServicerContext,
     *,
@@ -60,7 +75,7 @@ def serve_rpc(
 ) -> M:
     """One RPC through the gateway: authenticate, convert, check the deadline, serve, convert back."""
     started = time.perf_counter()
-    close_old_connections()  # as Django does around each HTTP request: these threads are not its own
+    _request_started()
     try:
         metadata = metadata_of(context)
         cluster = gateway.authenticate(secret=api_key_of(metadata), cluster_id=None, write=write)
@@ -92,19 +107,19 @@ def serve_rpc(
     except Exception as exc:
         abort(context, exc)
     finally:
-        close_old_connections()
+        _request_finished()
 
 
 def refuse(context: grpc.ServicerContext, what: str) -> Any:
     """An RPC this server does not offer: authenticated like any other, then UNIMPLEMENTED."""
-    close_old_connections()
+    _request_started()
     try:
         gateway.authenticate(secret=api_key_of(metadata_of(context)), cluster_id=None, write=False)
         raise Unsupported(f"{what} is not supported by this server")
     except Exception as exc:
         abort(context, exc)
     finally:
-        close_old_connections()
+        _request_finished()
 
 
 def _unsupported(name: str, what: str) -> Callable[[Any, Any, grpc.ServicerContext], Any]:

@@ -392,3 +392,44 @@ def test_unsupported_and_malformed_requests(setup: Stubs, cluster: CreatedCluste
         )
     )
     assert_status(error, grpc.StatusCode.INVALID_ARGUMENT, "Wrong input: Collection `small` already exists!")
+
+
+def test_one_cache_generation_read_per_call(
+    setup: Stubs, cluster: CreatedCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An RPC is a request in Django's sense: the key, the cluster and the limit share one Redis read."""
+    import os
+    import uuid
+
+    import redis
+
+    from billing.services import cluster_limit_set
+    from console.clusters import sharedcache
+    from console.clusters.sharedcache import Generation
+
+    url = os.environ.get("TEST_REDIS_URL", "")
+    if not url:
+        pytest.skip("needs Redis (TEST_REDIS_URL; make test sets it when Redis answers)")
+    client, name, reads = redis.Redis.from_url(url), f"test:cache-generation:{uuid.uuid4().hex}", []
+
+    class Counting:
+        def get(self, key: str) -> Any:
+            reads.append(key)
+            return client.get(key)
+
+        def incr(self, key: str) -> Any:
+            return client.incr(key)
+
+    counted = Generation(Counting(), key=name)  # type: ignore[arg-type]
+    monkeypatch.setattr(sharedcache, "generation", lambda: counted)
+    try:
+        cluster_limit_set(cluster_id=cluster.cluster.id, tokens_per_minute=10_000)
+        reads.clear()
+        vectors = pb.Vectors(vectors=pb.NamedVectors(vectors={"dense": doc_vector("one read")}))
+        point = pb.PointStruct(id=pb.PointId(num=1), vectors=vectors)
+        setup.points.Upsert(
+            pb.UpsertPoints(collection_name="c", points=[point], wait=True), metadata=key(cluster.api_key)
+        )
+        assert reads == [name]
+    finally:
+        client.delete(name)
