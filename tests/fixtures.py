@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from celery.contrib.testing.worker import start_worker
 from django.conf import LazySettings
+from django.core.servers.basehttp import ThreadedWSGIServer
 from django.db import OperationalError, connection
 from rest_framework.test import APIClient
 
@@ -38,6 +39,11 @@ TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
 OLD = datetime(2025, 1, 1, tzinfo=UTC)  # created before 2025-07-07: inference starts off
 NEW = datetime(2025, 8, 1, tzinfo=UTC)  # created after: starts on when eligible
 US, EU, AP = "us-west-2", "eu-central-1", "ap-southeast-1"
+
+# pytest-django's live server listens with Django's backlog of 10 connections. The concurrency tests open
+# 32 at a time, and while the server's threads hold the GIL its accept loop falls behind: the kernel dropped
+# ~20 handshakes a run (TcpExtListenOverflows), and now and then a client read "connection reset by peer".
+ThreadedWSGIServer.request_queue_size = 128
 
 
 @pytest.fixture(scope="session")
