@@ -1,6 +1,6 @@
 """Benchmark: the serving path (issue 11) against fastembed in-process on the same model files, same run.
 
-Starts the server as `make run` does (gunicorn `console.wsgi:application`, 1 worker, 8 threads) from a
+Starts the server as `make run` does (gunicorn `console.wsgi:application`, 1 worker, 16 threads) from a
 checkout (`--checkout DIR`, default this repository) on a free port and a temporary DATA_DIR, after
 `manage.py migrate` and `manage.py create_cluster --name bench --region us-east-1 --tier paid --json`.
 MODELS_DIR comes from the environment (default: the settings' default). Then it prints:
@@ -221,7 +221,7 @@ def serve(
                 "--workers",
                 "1",
                 "--threads",
-                env.get("WEB_THREADS") or "8",  # as `make run`
+                env.get("WEB_THREADS") or "16",  # as `make run` (console/serve.py)
                 "--timeout",
                 str(CLIENT_TIMEOUT),
                 "--no-control-socket",  # no shared socket under ~/.gunicorn, which other servers may use

@@ -142,7 +142,7 @@ def main() -> None:
 
     overlap, identical = agreement(plane.top_ids, local.top_ids)
     print(
-        f"data plane (Edge, gunicorn 1 worker x 8 threads, REST): upsert {plane.upsert_rate:.0f} points/s, "
+        f"data plane (Edge, gunicorn 1 worker x 16 threads, REST): upsert {plane.upsert_rate:.0f} points/s, "
         f"query p50 {plane.query_p50_ms:.2f} ms, p99 {plane.query_p99_ms:.2f} ms"
     )
     print(

@@ -183,7 +183,7 @@ def test_web_threads_reach_gunicorn_and_a_bad_value_is_refused() -> None:
     web = commands({"WEB_THREADS": "24", "DATA_DIR": "/tmp/x"})[0].argv
     assert web[web.index("--threads") + 1] == "24"
     default = commands({"DATA_DIR": "/tmp/x"})[0].argv
-    assert default[default.index("--threads") + 1] == "8"
+    assert default[default.index("--threads") + 1] == "16"
     for bad in ("0", "many"):
         with pytest.raises(SystemExit, match="WEB_THREADS must be"):
             commands({"WEB_THREADS": bad})
