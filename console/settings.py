@@ -80,6 +80,13 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# The data plane (/clusters/..., Qdrant's API: API keys and JSON) runs without the console's sessions, CSRF,
+# users, messages and static files; console/wsgi.py gives it a handler of its own.
+DATA_PLANE_MIDDLEWARE = [
+    "console.requestid.RequestIdMiddleware",
+    "console.metrics.MetricsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+]
 
 ROOT_URLCONF = "console.urls"
 WSGI_APPLICATION = "console.wsgi.application"

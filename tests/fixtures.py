@@ -26,6 +26,7 @@ from celery.contrib.testing.worker import start_worker
 from django.conf import LazySettings
 from django.core.servers.basehttp import ThreadedWSGIServer
 from django.db import OperationalError, connection
+from django.test import testcases
 from rest_framework.test import APIClient
 
 from console.celery import app as celery_app
@@ -44,6 +45,19 @@ US, EU, AP = "us-west-2", "eu-central-1", "ap-southeast-1"
 # 32 at a time, and while the server's threads hold the GIL its accept loop falls behind: the kernel dropped
 # ~20 handshakes a run (TcpExtListenOverflows), and now and then a client read "connection reset by peer".
 ThreadedWSGIServer.request_queue_size = 128
+
+
+def _production_application(media_handler_of: Any) -> Any:
+    from console.wsgi import application
+
+    return application
+
+
+# The live server serves what gunicorn serves (console/wsgi.py: the data plane through its own handler and
+# middleware), not a plain WSGIHandler, so the data-plane tests cross the same code as production. Django
+# wraps that plain handler in a media-files handler, which we have no use for (no MEDIA_URL): that wrapper is
+# what is replaced; the static-files handler around it stays.
+testcases._MediaFilesHandler = _production_application  # type: ignore[assignment,misc]
 
 
 @pytest.fixture(scope="session")
