@@ -51,6 +51,9 @@ def unknown_path(method: str, path: str) -> NotFound:
     return NotFound(f"no route for {method} /{shown}")
 
 
+_CONTAINERS: frozenset[type] = frozenset({dict, list})
+
+
 def check_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> None:
     """Refuse JSON nested deeper than `limit` (iteratively, so the check itself cannot overflow)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -58,7 +61,8 @@ def check_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> None:
         item, depth = stack.pop()
         if depth > limit:
             raise FormatError(f"recursion limit exceeded (more than {limit} nested levels)")
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
+        children: Iterable[Any] = item.values() if type(item) is dict else item if type(item) is list else ()
+        # Only containers are pushed, and a vector's floats are only looked at by their types, in C.
+        # (Parsed JSON holds exactly dicts and lists, never subclasses.)
+        if not _CONTAINERS.isdisjoint(map(type, children)):
+            stack.extend((v, depth + 1) for v in children if type(v) in _CONTAINERS)

@@ -86,3 +86,25 @@ def test_a_collection_already_holding_infinity_stays_readable(
         status, answer = api.call("post", path, body)
         assert status == 200, (path, answer)
         assert json.dumps(answer, allow_nan=False)  # strict JSON: nothing non-finite on the wire
+
+
+def test_a_lone_surrogate_is_refused_and_writes_nothing(api: DataPlaneClient) -> None:
+    # serde_json refuses an unpaired UTF-16 escape; stored, it could never be written out as UTF-8 again.
+    text = '{"points":[{"id":3,"vector":[0.1,0.2,0.3,0.4],"payload":{"name":"\\ud800"}}]}'
+    status, body = raw(api, "put", "/collections/c/points", text)
+    assert status == 400, body
+    assert "surrogate" in str(body["status"])
+    assert count(api) == 0
+
+
+def test_a_body_in_another_declared_charset_is_read_in_it(api: DataPlaneClient) -> None:
+    body = '{"points":[{"id":3,"vector":[0.1,0.2,0.3,0.4],"payload":{"name":"café"}}]}'.encode("latin-1")
+    response = Client().put(
+        api.base + "/collections/c/points?wait=true",
+        data=body,
+        content_type="application/json; charset=latin-1",
+        headers=api.headers,
+    )
+    assert response.status_code == 200, response.content
+    _, answer = api.call("post", "/collections/c/points/scroll", {"with_payload": True})
+    assert answer["result"]["points"][0]["payload"] == {"name": "café"}  # type: ignore[index]
