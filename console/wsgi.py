@@ -22,6 +22,8 @@ from django.utils.module_loading import import_string
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "console.settings")
 
 DATA_PLANE_PREFIX = "/clusters/"  # console/urls.py mounts the data plane here
+# Middleware hooks that Django's own load_middleware collects; the data plane's chain does not.
+_HOOKS = ("process_view", "process_template_response", "process_exception")
 
 
 class DataPlaneHandler(WSGIHandler):
@@ -41,8 +43,6 @@ class DataPlaneHandler(WSGIHandler):
             handler = convert_exception_to_response(middleware)
         self._middleware_chain = handler
 
-
-_HOOKS = ("process_view", "process_template_response", "process_exception")
 
 StartResponse = Callable[..., Any]
 _console = get_wsgi_application()  # sets Django up
