@@ -1,6 +1,6 @@
 """Benchmark: the serving path (issue 11) against fastembed in-process on the same model files, same run.
 
-Starts the server as `make run` does (gunicorn `console.wsgi:application`, 1 worker, 16 threads) from a
+Starts the server as `make run` does (console/serve.py's web command: granian, 1 worker, 16 threads) from a
 checkout (`--checkout DIR`, default this repository) on a free port and a temporary DATA_DIR, after
 `manage.py migrate` and `manage.py create_cluster --name bench --region us-east-1 --tier paid --json`.
 MODELS_DIR comes from the environment (default: the settings' default). Then it prints:
@@ -13,7 +13,7 @@ MODELS_DIR comes from the environment (default: the settings' default). Then it 
   queries/s, the ratio to fastembed's sentences/s, p50 and p99;
 - (3) single Document query p50, sequential, minus fastembed's single-embed p50 (ms);
 - (4) raw-vector query p50 (ms, no model);
-- the peak RSS (VmHWM) of the gunicorn worker after (1)-(4), and after (5): concurrent upserts of 32
+- the peak RSS (VmHWM) of the web worker process after (1)-(4), and after (5): concurrent upserts of 32
   Documents of 256+ tokens (the largest batch shape), which shows the memory bound;
 - the worker's CPU time per sentence / query in (1) and (2): a figure other load on a shared machine
   disturbs less than wall-clock rates.
@@ -69,7 +69,7 @@ WORDS = (
 
 @dataclass(frozen=True)
 class Server:
-    """Where the benchmark cluster's data plane answers, and the gunicorn master's pid."""
+    """Where the benchmark cluster's data plane answers, and the web server's main pid."""
 
     url: str
     api_key: str
@@ -159,7 +159,7 @@ def no_editable_finder(workdir: Path) -> Path:
 def serve(
     checkout: Path, models_dir: str | None, workdir: Path, extra_env: dict[str, str]
 ) -> Iterator[Server]:
-    """Migrate a fresh DATA_DIR, create a cluster, serve the checkout with gunicorn; stopped after."""
+    """Migrate a fresh DATA_DIR, create a cluster, serve the checkout as `make run` does; stopped after."""
     data_dir = workdir / "data"
     data_dir.mkdir()
     port = free_port()
@@ -204,32 +204,11 @@ def serve(
         )
     )
     log = workdir / "server.log"
-    grpc_port: int | None = None
-    config: list[str] = []
-    if (checkout / "console" / "gunicorn_conf.py").exists():  # as `make run`: gRPC inside the worker
-        grpc_port = free_port()
-        env["GRPC_PORT"] = str(grpc_port)
-        config = ["--config", "python:console.gunicorn_conf"]
+    grpc_port = free_port()
+    env["GRPC_PORT"] = str(grpc_port)
     with log.open("wb") as log_file:
         server = subprocess.Popen(
-            [
-                str(VENV_BIN / "gunicorn"),
-                *config,
-                "console.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "1",
-                "--threads",
-                env.get("WEB_THREADS") or "16",  # as `make run` (console/serve.py)
-                "--timeout",
-                str(CLIENT_TIMEOUT),
-                "--no-control-socket",  # no shared socket under ~/.gunicorn, which other servers may use
-            ],
-            cwd=checkout,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
+            web_command(checkout, env, port), cwd=checkout, env=env, stdout=log_file, stderr=subprocess.STDOUT
         )
         try:
             wait_healthy(base_url, server)
@@ -248,11 +227,31 @@ def serve(
                 server.wait(timeout=SHUTDOWN_TIMEOUT)
 
 
+def web_command(checkout: Path, env: dict[str, str], port: int) -> list[str]:
+    """The checkout's own `make run` web command (console/serve.py's `web_argv`: granian, 1 worker), or for
+    a checkout from before it, gunicorn as its `make run` started it (the venv must then have gunicorn)."""
+    threads = env.get("WEB_THREADS") or "16"  # as `make run` (console/serve.py)
+    if "def web_argv" in (checkout / "console" / "serve.py").read_text():
+        script = (
+            "import json, sys; from pathlib import Path; from console.serve import web_argv; "
+            f"print(json.dumps(web_argv(Path(sys.executable).parent, host='127.0.0.1', port='{port}', "
+            f"workers=1, threads={int(threads)}, grace={SHUTDOWN_TIMEOUT // 2})))"
+        )
+        argv: list[str] = json.loads(run_python(["-c", script], env, checkout))
+        return argv
+    config = ["--config", "python:console.gunicorn_conf"]  # gRPC inside the worker
+    return [
+        str(VENV_BIN / "gunicorn"), *config, "console.wsgi:application", "--bind", f"127.0.0.1:{port}",
+        "--workers", "1", "--threads", threads, "--timeout", str(CLIENT_TIMEOUT),
+        "--no-control-socket",  # no shared socket under ~/.gunicorn, which other servers may use
+    ]  # fmt: skip
+
+
 def worker_pid(master_pid: int) -> int:
-    """The gunicorn worker: the master's only child."""
+    """The web server's worker process: the main process's only child."""
     children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
     if len(children) != 1:
-        sys.exit(f"expected one gunicorn worker under {master_pid}, found {children}")
+        sys.exit(f"expected one web worker process under {master_pid}, found {children}")
     return int(children[0])
 
 
@@ -592,7 +591,7 @@ def summarize_folded(path: Path, top: int) -> None:
         "engine (inference/engine)": ("inference/engine/",),
         "billing": ("billing/",),
         "DRF / Django request handling": ("rest_framework/", "django/core/handlers", "django/middleware"),
-        "gunicorn": ("gunicorn/",),
+        "web server (gunicorn, granian)": ("gunicorn/", "granian/"),
         "json": ("json/",),
     }
     for line in path.read_text().splitlines():
@@ -686,7 +685,8 @@ def main() -> None:
     parser.add_argument("--raws", type=int, default=300, help="timed sequential raw-vector queries")
     parser.add_argument("--env", action="append", default=[], metavar="K=V", help="extra server environment")
     parser.add_argument("--py-spy", help="py-spy binary: profile the worker during the concurrent run")
-    parser.add_argument("--profile-out", type=Path, default=Path("dataplane-profile.txt"))
+    default_profile = Path(tempfile.gettempdir()) / "dataplane-profile.txt"
+    parser.add_argument("--profile-out", type=Path, default=default_profile)
     parser.add_argument("--profile-top", type=int, default=30)
     args = parser.parse_args()
     checkout = args.checkout.resolve()
@@ -781,7 +781,7 @@ def main() -> None:
         )
     else:
         print("(2g-4g) gRPC: not served by this checkout")
-    print(f"web process (gunicorn worker) peak RSS: {rss:.0f} MiB")
+    print(f"web worker process peak RSS: {rss:.0f} MiB")
     print(
         f"(5) largest batch shape: {args.long_clients} clients x {args.long_requests} upserts of "
         f"{args.batch} Documents of 256+ tokens in {long_s:.1f} s; peak RSS after: {long_rss:.0f} MiB"

@@ -3,7 +3,7 @@
 Upserts N points (default 50,000; 384-d random float vectors, payload `{"i": n, "group": n % 10}`) in
 batches of 1,000, then runs Q queries (default 500; nearest, limit 10, no filter), on both sides:
 
-- data plane: our server as a subprocess (gunicorn, as bench/dataplane.py starts it) in a temporary
+- data plane: our server as a subprocess (as `make run` starts it, via bench/dataplane.py) in a temporary
   DATA_DIR, with a cluster created by `manage.py create_cluster` on the embedded backend (Qdrant Edge),
   driven over real HTTP on 127.0.0.1 by the official `qdrant_client.QdrantClient(url=..., api_key=...)`;
 - baseline: qdrant-client local mode, `QdrantClient(path=<tmpdir>)`, with the same vectors and queries
@@ -142,7 +142,7 @@ def main() -> None:
 
     overlap, identical = agreement(plane.top_ids, local.top_ids)
     print(
-        f"data plane (Edge, gunicorn 1 worker x 16 threads, REST): upsert {plane.upsert_rate:.0f} points/s, "
+        f"data plane (Edge, 1 web worker x 16 threads, REST): upsert {plane.upsert_rate:.0f} points/s, "
         f"query p50 {plane.query_p50_ms:.2f} ms, p99 {plane.query_p99_ms:.2f} ms"
     )
     print(

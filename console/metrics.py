@@ -5,13 +5,14 @@ Plumbing, not domain: it observes the apps through their public seams (URL resol
 of them. Labels are bounded: requests are labelled by URL pattern (`clusters/<str:cluster_id>/...`), never
 by raw path. Protected: a `METRICS_TOKEN` bearer token, or loopback clients only when no token is set.
 
-One web process: the metrics live in it. Several (gunicorn `WEB_CONCURRENCY=N` behind one port) use
+One web process: the metrics live in it. Several (`WEB_CONCURRENCY=N` web worker processes behind one port) use
 prometheus_client's multiprocess mode, on when `PROMETHEUS_MULTIPROC_DIR` is set (`make run` sets it, to a
-directory it empties at start; gunicorn's `child_exit` removes a dead worker's live gauges): every process
+directory it empties at start; each web process, as it starts, removes the live gauges of the dead ones,
+`forget_dead_processes`): every process
 writes its values to files there, and a scrape, answered by whichever process, aggregates them all:
 
 - counters and histograms (requests, latency, tokens, refunds, batch sizes) are summed over every process
-  that ever ran, so a total does not drop when gunicorn replaces a worker;
+  that ever ran, so a total does not drop when the web server replaces a worker;
 - the ONNX pool's live values (worker threads, batches in flight, batches queued) are gauges that each
   process sets whenever they change, aggregated with `livesum`: the sum over the processes alive now, i.e.
   the replica's pool (per-process series, `liveall`, would add a `pid` label that grows with each restart);
@@ -187,6 +188,40 @@ def _count() -> Any:
 
 _DATABASE = DatabaseCollector()
 REGISTRY.register(_DATABASE)
+
+
+def forget_dead_processes() -> list[int]:
+    """In multiprocess mode, drop the live gauges of processes that are gone (a worker killed, then replaced);
+    the pids dropped. Their counters stay: totals must not fall when a worker is replaced."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory or not os.path.isdir(directory):
+        return []
+    pids = {
+        int(name.removesuffix(".db").rsplit("_", 1)[1])
+        for name in os.listdir(directory)
+        if name.startswith("gauge_live") and name.endswith(".db")
+    }
+    dead = sorted(pid for pid in pids if not _alive(pid))
+    for pid in dead:
+        forget_process(pid)
+    return dead
+
+
+def forget_process(pid: int) -> None:
+    """In multiprocess mode, drop a process's live gauges: it no longer serves (its counters stay)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory and os.path.isdir(directory):
+        multiprocess.mark_process_dead(pid, directory)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def exposition() -> bytes:

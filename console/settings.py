@@ -70,6 +70,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "console.requestid.RequestIdMiddleware",
+    "console.accesslog.AccessLogMiddleware",
     "console.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -84,6 +85,7 @@ MIDDLEWARE = [
 # users, messages and static files; console/wsgi.py gives it a handler of its own.
 DATA_PLANE_MIDDLEWARE = [
     "console.requestid.RequestIdMiddleware",
+    "console.accesslog.AccessLogMiddleware",
     "console.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
 ]
@@ -254,7 +256,7 @@ RESTART_HEARTBEAT_INTERVAL = env_float("RESTART_HEARTBEAT_INTERVAL", min(5.0, RE
 RESTART_MAX_ATTEMPTS = env_int("RESTART_MAX_ATTEMPTS", 3, minimum=1)  # claims before a job is failed
 
 # --- replicas: every web process registers itself and its own control listener (console/clusters/replicas.py)
-# Several web processes share the public port (gunicorn's workers, replicas behind a load balancer), so a
+# Several web processes share the public port (the web server's workers, replicas behind a load balancer), so a
 # call to it reaches one of them at random; each process therefore also listens on a port of its own
 # (ephemeral) on CONTROL_BIND, and registers `http://{CONTROL_ADVERTISE_HOST}:{port}` in the database so the
 # restart worker calls every live one. Bind 0.0.0.0 when the worker runs on another machine or container;
@@ -325,4 +327,4 @@ EDGE_SEARCH_THREADS = env_int("EDGE_SEARCH_THREADS", 1, minimum=0)
 # Edge per cluster under DATA_DIR. Needed for more than one web process (WEB_CONCURRENCY, replicas).
 QDRANT_URL = env_str("QDRANT_URL", "")
 QDRANT_API_KEY = env_str("QDRANT_API_KEY", "")
-WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 1, minimum=1)  # read by console/serve.py and gunicorn too
+WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 1, minimum=1)  # web worker processes (console/serve.py)

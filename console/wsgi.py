@@ -1,4 +1,7 @@
-"""WSGI entry point for gunicorn: the data plane and the console, each through a Django handler of its own.
+"""WSGI entry point: the data plane and the console, each through a Django handler of its own.
+
+`make run` serves `served_application` with granian (`console/serve.py`); any WSGI server can serve
+`application` alone (the live test server does).
 
 The data plane (`/clusters/<id>...`, Qdrant's REST API) authenticates by API key and speaks JSON only, so
 it skips the console's middleware (sessions, CSRF, users, messages, static files, trailing-slash redirects,
@@ -8,6 +11,8 @@ query's CPU. Both handlers share settings, URLs and views; only the middleware d
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing.util
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -53,3 +58,37 @@ def application(environ: dict[str, Any], start_response: StartResponse) -> Itera
     """Serve a request through the data plane's handler or the console's, by its path."""
     handler = _data_plane if environ.get("PATH_INFO", "").startswith(DATA_PLANE_PREFIX) else _console
     return handler(environ, start_response)
+
+
+def served_application() -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+    """`make run`'s web process (granian's `--factory` target): `application`, and beside it Qdrant's gRPC
+    API (`GRPC_PORT`) and this process's registration as a replica; both stop when the process exits.
+
+    The gRPC server runs in the web process because that process owns the clusters' embedded storage
+    (Qdrant Edge allows one opener per directory) and the loaded models (`inference/grpc/server.py`). Each
+    process registers a control listener of its own, so a restart job reaches every web process, not only
+    the one behind the shared port (`console/clusters/replicas.py`).
+    """
+    from console import metrics
+    from console.clusters import replicas
+    from inference.grpc import server as grpc_server
+
+    metrics.forget_dead_processes()  # a worker killed before this one took its place
+    grpc_server.start()
+    replicas.start()
+    # Granian's workers are multiprocessing processes: a forked one runs multiprocessing's finalizers as it
+    # exits, not atexit's; a spawned one runs both. Stopping twice is harmless.
+    multiprocessing.util.Finalize(None, _stop_serving, exitpriority=10)
+    atexit.register(_stop_serving)
+    return application
+
+
+def _stop_serving() -> None:
+    """Deregister the replica (no restart job waits for it), then stop gRPC, letting running calls finish."""
+    from console import metrics
+    from console.clusters import replicas
+    from inference.grpc import server as grpc_server
+
+    replicas.stop()
+    grpc_server.stop()
+    metrics.forget_process(os.getpid())

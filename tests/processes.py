@@ -15,6 +15,8 @@ import httpx
 import pytest
 from django.conf import settings
 
+from console.serve import web_argv
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -42,14 +44,15 @@ def embedded_env(tmp_path: Path, models_dir: Path) -> dict[str, str]:
 
 
 def start_server(env: dict[str, str], *, as_make_run: bool = False) -> subprocess.Popen[bytes]:
-    """gunicorn serving the app; `as_make_run` adds console/gunicorn_conf.py, as `make run` and compose do
-    (the worker then registers itself as a replica and serves gRPC when GRPC_PORT is not 0)."""
-    config = ["--config", "python:console.gunicorn_conf"] if as_make_run else []
+    """The web server serving the app as `make run` starts it (console/serve.py's command line);
+    `as_make_run` serves `console.wsgi.served_application` as `make run` and compose do (the worker then
+    registers itself as a replica and serves gRPC when GRPC_PORT is not 0), else the bare application."""
+    argv = web_argv(
+        BIN, host="127.0.0.1", port=env["PORT"], workers=1, threads=4, grace=5, make_run=as_make_run
+    )
     server = subprocess.Popen(
-        [str(BIN / "gunicorn"), "console.wsgi:application", *config, "--bind", f"127.0.0.1:{env['PORT']}",
-         "--workers", "1", "--threads", "4"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -62,7 +65,8 @@ def start_server(env: dict[str, str], *, as_make_run: bool = False) -> subproces
 
 
 def kill_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL gunicorn's master and its worker at once (killing the master alone leaves the worker)."""
+    """SIGKILL the web server's main process and its worker at once (killing the main one alone leaves the
+    worker)."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGKILL)
     process.wait(10)
@@ -96,7 +100,7 @@ def server_processes() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 @pytest.fixture(scope="session")
 def qdrant_server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[tuple[str, str]]:
-    """(url, api key) of a real Qdrant-compatible server: this project's data plane in a gunicorn process
+    """(url, api key) of a real Qdrant-compatible server: this project's data plane in a web server process
     of its own (own DATA_DIR, SQLite), serving one cluster whose URL is the shared server's base URL.
 
     No Qdrant server binary can be installed here; the data plane speaks the same REST API, and

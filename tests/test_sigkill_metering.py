@@ -1,6 +1,6 @@
 """A server killed at any moment during streaming writes leaves no written point unbilled, none billed twice.
 
-The server runs as `make run` serves it (gunicorn over SQLite and Qdrant Edge, in a fresh DATA_DIR). Writer
+The server runs as `make run` serves it (granian over SQLite and Qdrant Edge, in a fresh DATA_DIR). Writer
 threads stream upserts of Documents, each request tagged in its points' payload and with its own
 Idempotency-Key; the whole server is SIGKILLed mid-stream, five times. After each kill, every point in
 storage must belong to a request that the ledger bills (the usage is made durable before the write).

@@ -1,4 +1,4 @@
-"""Smoke test of the embedded default, as `make run` serves it: gunicorn over SQLite and Qdrant Edge.
+"""Smoke test of the embedded default, as `make run` serves it: granian over SQLite and Qdrant Edge.
 
 The server runs as a real process in a fresh DATA_DIR with no DATABASE_URL / CELERY_BROKER_URL, is driven
 with the official qdrant-client, then SIGKILLed right after an acknowledged upsert and started again:

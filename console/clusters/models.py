@@ -265,7 +265,7 @@ class RestartJob(models.Model):
 
 
 class Replica(models.Model):
-    """A live web process (a gunicorn worker of any replica) and where its control listener answers.
+    """A live web process (a web worker process of any replica) and where its control listener answers.
 
     Each web process registers when it starts serving, beats `seen_at` every REPLICA_HEARTBEAT_SECONDS and
     deletes its row on a clean exit (`console/clusters/replicas.py`). A row whose `seen_at` is older than
@@ -275,7 +275,7 @@ class Replica(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # The process's own control listener, e.g. http://10.0.0.5:40123: one per process, unlike the public
-    # port that gunicorn's workers share.
+    # port that the web server's workers share.
     control_url = models.CharField(max_length=255)
     host = models.CharField(max_length=255)  # for people: which machine or container
     pid = models.PositiveIntegerField()

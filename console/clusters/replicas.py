@@ -3,7 +3,7 @@
 Why a listener of its own
 -------------------------
 A restart drains, reopens storage and warms models inside each web process (`console.clusters.control`).
-Several processes serve one public port (gunicorn's workers with WEB_CONCURRENCY=N) or sit behind a load
+Several processes serve one public port (the web server's workers with WEB_CONCURRENCY=N) or sit behind a load
 balancer (replicas), so a control call to the public address reaches one of them, at random. So each process
 also serves the control endpoint, and only it, on a small stdlib HTTP server of its own: a daemon thread
 bound to CONTROL_BIND on an ephemeral port. It answers exactly what the Django view answers (both call
@@ -12,7 +12,7 @@ process it meant to.
 
 The registry
 ------------
-`start()` (gunicorn's `post_worker_init`, see `console/gunicorn_conf.py`) registers the process in the
+`start()` (called by `console.wsgi.served_application`, `make run`'s web process) registers the process in the
 database (`Replica`: id, the listener's advertised URL, host, pid) and beats `seen_at` from a daemon thread
 every REPLICA_HEARTBEAT_SECONDS; `stop()` (`worker_exit`) deletes the row. A process killed outright leaves a
 row that stops beating: after REPLICA_STALE_AFTER it counts as dead and the restart worker goes on without
@@ -221,7 +221,7 @@ _lock = threading.Lock()
 
 
 def start() -> LocalReplica:
-    """Make this process a registered replica, from the settings (once; gunicorn's `post_worker_init`)."""
+    """Make this process a registered replica, from the settings (once; `console.wsgi.served_application`)."""
     global _current
     with _lock:
         if _current is None:
@@ -235,7 +235,7 @@ def start() -> LocalReplica:
 
 
 def stop() -> None:
-    """Stop this process's listener and heartbeat and deregister it (gunicorn's `worker_exit`)."""
+    """Stop this process's listener and heartbeat and deregister it (as the web process exits)."""
     global _current
     with _lock:
         if _current is not None:

@@ -24,7 +24,7 @@ previous effective state, and an admin can retry (`services.restart_job_retry`).
 
 Every replica
 -------------
-There may be several web processes (gunicorn workers, replicas behind a load balancer); each registers its
+There may be several web processes (web worker processes, replicas behind a load balancer); each registers its
 own control listener (`console.clusters.replicas`). Each step is asked of every live replica at once, one
 thread per call, each tried again on transient errors as above, and each answer is recorded on the job
 (`RestartJob.replicas`, one short UPDATE per answer) for the console and the API. The threads only make HTTP
@@ -34,8 +34,8 @@ with a "gone" note: a replica killed mid-restart holds the job up for seconds, n
 still beats but stays unreachable for 2 x REPLICA_STALE_AFTER fails the step (an address the worker cannot
 reach: see CONTROL_BIND, CONTROL_ADVERTISE_HOST). The replicas are listed afresh at each step: one that
 joins mid-restart reads the cluster's state fresh anyway, and is asked the steps that remain. With no
-replica registered (`manage.py runserver`, Django's live test server, gunicorn without
-`console/gunicorn_conf.py`) a step is one call to CONTROL_URL (default PUBLIC_URL), as before.
+replica registered (`manage.py runserver`, Django's live test server, a WSGI server
+serving the bare `console.wsgi.application`) a step is one call to CONTROL_URL (default PUBLIC_URL), as before.
 
 A worker killed mid-job
 -----------------------

@@ -1,10 +1,10 @@
 """The gRPC server: Qdrant's services for every cluster on one port (`GRPC_PORT`, default 6334).
 
-Where it runs, and why: INSIDE the web process, started by gunicorn's `post_worker_init` hook
-(`console/gunicorn_conf.py`, which `make run` passes to gunicorn) and stopped by its `worker_exit` hook.
+Where it runs, and why: INSIDE the web process, started by `console.wsgi.served_application`
+(the web server's factory in `make run`) and stopped as that process exits.
 Qdrant Edge allows one opener per storage directory per process, and the web process already owns every
 embedded cluster's storage (`inference.stores`), its in-flight counters (which a restart job drains) and
-the loaded ONNX models. A separate gRPC process could open none of that storage while gunicorn holds it,
+the loaded ONNX models. A separate gRPC process could open none of that storage while the web process holds it,
 would load the models a second time, and would escape the restart drain. Inside the worker, gRPC calls go
 through the same `inference.gateway` and the same stores as REST calls. (`manage.py grpcserver` runs the
 server on its own, for setups where nothing else opens the storage, and for development.)

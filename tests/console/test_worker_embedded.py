@@ -1,6 +1,6 @@
 """`make run`'s embedded default end to end, and a worker SIGKILLed in the middle of a restart.
 
-Real processes in a fresh DATA_DIR with no DATABASE_URL / CELERY_BROKER_URL: gunicorn (the web process,
+Real processes in a fresh DATA_DIR with no DATABASE_URL / CELERY_BROKER_URL: granian (the web process,
 which owns storage and the ONNX engine) and `celery -A console worker` on the SQLite-backed broker (kombu's
 SQLAlchemy transport) over the SQLite database, driven through the HTTP API like the console drives them.
 Independent of the test database, so it runs the same under SQLite and PostgreSQL test runs.
@@ -25,6 +25,7 @@ import httpx
 import pytest
 from django.conf import settings
 
+from console.serve import web_argv
 from tests.conftest import MINILM
 from tests.fixtures import TEST_QUEUE
 
@@ -41,7 +42,7 @@ def free_port() -> int:
 
 
 def kill_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL a process and its children (gunicorn's worker, celery's pool) at once."""
+    """SIGKILL a process and its children (the web server's worker, celery's pool) at once."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGKILL)
     process.wait(10)
@@ -113,7 +114,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Migrated DATA_DIR, an admin user, and gunicorn serving it as `make run` does."""
+    """Migrated DATA_DIR, an admin user, and the web server serving it as `make run` does."""
     data = tmp_path_factory.mktemp("embedded")
     port = free_port()
     drop = ("DATABASE_URL", "CELERY_BROKER_URL", "CONTROL_URL", "PUBLIC_URL", "SECRET_KEY", "CONTROL_TOKEN")
@@ -132,12 +133,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     logs.mkdir()
     stack = Stack(env=env, url=f"http://127.0.0.1:{port}", token="", logs=logs)
     stack.token = stack.manage("create_user", "--username", "root", "--role", "admin")["token"]
+    argv = web_argv(BIN, host="127.0.0.1", port=str(port), workers=1, threads=8, grace=5, make_run=False)
     server = subprocess.Popen(
-        [str(BIN / "gunicorn"), "console.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", "1", "--threads", "8"],
-        cwd=ROOT, env=env, stdout=(logs / "gunicorn.log").open("wb"), stderr=subprocess.STDOUT,
+        argv,
+        cwd=ROOT,
+        env=env,
+        stdout=(logs / "web.log").open("wb"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
-    )  # fmt: skip
+    )
     stack.processes.append(server)
     try:
         deadline = time.monotonic() + 60
@@ -147,7 +151,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     break
             except httpx.HTTPError:
                 pass
-            assert time.monotonic() < deadline, "gunicorn did not start"
+            assert time.monotonic() < deadline, "the web server did not start"
             time.sleep(0.2)
         yield stack
     finally:

@@ -1,7 +1,7 @@
 """The whole toggle through a real Celery worker on the local Redis, seen through the API and the data plane.
 
 The worker runs in a thread of this process (solo pool) and calls the control endpoint of the live test
-server over HTTP, as `make run`'s worker calls gunicorn.
+server over HTTP, as `make run`'s worker calls the web server.
 """
 
 from __future__ import annotations

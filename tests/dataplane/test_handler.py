@@ -1,9 +1,11 @@
 """The WSGI application (console/wsgi.py): the data plane through its own handler, the console through
-Django's full middleware, both served by the live test server as gunicorn serves them."""
+Django's full middleware, both served by the live test server as the web server serves them."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -27,6 +29,22 @@ def test_data_plane_requests_skip_the_console_middleware(base_url: str, cluster:
     assert "Set-Cookie" not in response.headers
     assert "X-Frame-Options" not in response.headers
     assert "Cookie" not in response.headers.get("Vary", "")
+
+
+def test_one_access_line_per_request_with_its_id_and_without_its_query(
+    base_url: str, cluster: CreatedCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="console.access")
+    headers = {"api-key": cluster.api_key, "X-Request-Id": "r-1"}
+    response = httpx.get(f"{base_url}/collections?secret=do-not-log", headers=headers)
+
+    assert response.status_code == 200
+    lines = [r for r in caplog.records if r.name == "console.access"]
+    assert len(lines) == 1
+    line = lines[0].getMessage()
+    assert f'"GET {urlsplit(base_url).path}/collections" 200 ' in line
+    assert "do-not-log" not in line and cluster.api_key not in line
+    assert lines[0].request_id == "r-1"  # type: ignore[attr-defined]  # set by RequestIdFilter
 
 
 def test_data_plane_errors_keep_qdrant_shape(base_url: str, cluster: CreatedCluster) -> None:

@@ -1,6 +1,6 @@
 """Fixtures for the gRPC tests: a gRPC server in this process on a free port (the rest: tests/fixtures.py).
 
-The gRPC server runs in the test process, as it runs inside the gunicorn worker in `make run`: beside the
+The gRPC server runs in the test process, as it runs inside the web worker process in `make run`: beside the
 live HTTP server (pytest-django's `live_server`), over the same stores, gateway and database.
 """
 

@@ -64,10 +64,18 @@ def test_compose_runs_the_whole_stack() -> None:
         )
         assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
     assert services["worker"]["command"][:4] == ["celery", "-A", "console", "worker"]
+    # The web command is `make run`'s (console/serve.py), with the workers WEB_CONCURRENCY names.
+    from console.serve import web_argv
+
+    web = services["web"]["environment"]
+    expected = web_argv(
+        Path("/bin"), host="0.0.0.0", port="8000", workers=int(web["WEB_CONCURRENCY"]), threads=16, grace=8
+    )
+    assert services["web"]["command"] == ["granian", *expected[1:]]
     assert services["beat"]["command"][:4] == ["celery", "-A", "console", "beat"]
     # Replicas share one secret (sessions, the control token) and one Qdrant key, both required.
     web_env = services["web"]["environment"]
-    # A replica's gunicorn workers aggregate their metrics in a directory empty at each start.
+    # A replica's web worker processes aggregate their metrics in a directory empty at each start.
     assert web_env["PROMETHEUS_MULTIPROC_DIR"] in services["web"]["tmpfs"]
     assert web_env["SECRET_KEY"].startswith("${SECRET_KEY:?")
     assert web_env["QDRANT_API_KEY"] == services["qdrant"]["environment"]["QDRANT__SERVICE__API_KEY"]

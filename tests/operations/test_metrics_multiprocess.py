@@ -1,4 +1,4 @@
-"""`/metrics` of `make run` with WEB_CONCURRENCY=2 (two gunicorn workers behind one port, on remote storage):
+"""`/metrics` of `make run` with WEB_CONCURRENCY=2 (two web worker processes behind one port, on remote storage):
 whichever worker answers a scrape, it reports the requests and tokens of both, and a worker that dies takes
 its live gauges with it but not its counts (prometheus_client's multiprocess mode, console/metrics.py)."""
 
@@ -48,7 +48,7 @@ def counting_pids(metrics_dir: Path) -> set[int]:
 
 
 def live_pids(metrics_dir: Path) -> set[int]:
-    """The processes whose live gauges count (gunicorn's child_exit removes a dead worker's file)."""
+    """The processes whose live gauges count (a new worker removes a dead one's file as it starts)."""
     return {int(path.stem.split("_")[-1]) for path in metrics_dir.glob("gauge_livesum_*.db")}
 
 
@@ -164,7 +164,7 @@ def test_one_scrape_reports_every_web_process(served: tuple[int, Path, dict[str,
     for _ in range(6):  # whichever worker answers the scrape
         check(scrape(port), workers=2)
 
-    # A worker killed: gunicorn starts another (child_exit drops the dead one's live gauges); its counts stay.
+    # A worker killed: the web server starts another, which drops the dead one's live gauges; its counts stay.
     victim = sorted(counting_pids(metrics_dir))[0]
     os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 60

@@ -1,4 +1,4 @@
-"""Two web replicas (two gunicorn processes, started as `make run` starts them) sharing PostgreSQL, Redis
+"""Two web replicas (two web servers, started as `make run` starts them) sharing PostgreSQL, Redis
 and a Qdrant-compatible server, behind a round-robin client: usage is exact across both and the
 tokens-per-minute limit is shared; a change made anywhere (a revoked key, a new limit, a cluster restarting)
 applies to the very next request on every replica; an inference toggle's restart drains and warms both, each
@@ -53,7 +53,7 @@ CONTROL_TOKEN = "control-token-shared-by-replicas-and-the-worker"
 
 @dataclass
 class ReplicaServer:
-    """One replica: gunicorn (master and one worker) as `make run` starts it, and its public base URL."""
+    """One replica: the web server (main process and one worker) as `make run` starts it, and its base URL."""
 
     base: str
     process: subprocess.Popen[bytes]
@@ -67,7 +67,7 @@ def start_replicas(
     models_dir: Path,
     settings: LazySettings,
 ) -> Iterator[Callable[..., list[ReplicaServer]]]:
-    """Start two replicas (`start(**extra_environment)`) with console/gunicorn_conf.py: each worker registers
+    """Start two replicas (`start(**extra_environment)`) serving `console.wsgi.served_application`: each worker registers
     itself and its control listener.
 
     They share the control token with this process, which runs the restart task as a worker would, and
@@ -254,7 +254,7 @@ def two_live_replicas() -> list[Replica]:
 
 
 def parent_pid(pid: int) -> int:
-    """A process's parent (gunicorn's master, for a worker's registered pid)."""
+    """A process's parent (the web server's main process, for a worker's registered pid)."""
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 

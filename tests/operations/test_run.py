@@ -128,7 +128,7 @@ def test_make_run_stops_cleanly_on_sigterm_and_manage_finds_its_settings(
         cwd=ROOT, env=bare, check=True, capture_output=True, text=True,
     )  # fmt: skip
     assert listed.stdout.strip() == "['demo', 'later']"
-    assert _replicas(bare) == "0"  # deregistered by gunicorn's worker_exit on the clean stop
+    assert _replicas(bare) == "0"  # deregistered as the web worker exits on the clean stop
 
 
 def _replicas(env: dict[str, str]) -> str:
@@ -177,13 +177,13 @@ def test_several_web_processes_on_embedded_storage_are_refused(tmp_path: Path) -
     assert not (tmp_path / "run.json").exists()  # refused before recording anything
 
 
-def test_web_threads_reach_gunicorn_and_a_bad_value_is_refused() -> None:
+def test_web_threads_reach_the_web_server_and_a_bad_value_is_refused() -> None:
     from console.serve import commands
 
     web = commands({"WEB_THREADS": "24", "DATA_DIR": "/tmp/x"})[0].argv
-    assert web[web.index("--threads") + 1] == "24"
+    assert web[web.index("--blocking-threads") + 1] == "24"
     default = commands({"DATA_DIR": "/tmp/x"})[0].argv
-    assert default[default.index("--threads") + 1] == "16"
+    assert default[default.index("--blocking-threads") + 1] == "16"
     for bad in ("0", "many"):
         with pytest.raises(SystemExit, match="WEB_THREADS must be"):
             commands({"WEB_THREADS": bad})

@@ -1,6 +1,6 @@
 """`manage.py grpcserver`: serve Qdrant's gRPC API in the foreground (development and storage-less setups).
 
-`make run` does not use this: there the gRPC server runs inside the gunicorn worker, which owns the
+`make run` does not use this: there the gRPC server runs inside the web worker process, which owns the
 embedded storage (see `inference/grpc/server.py`). Run this only where no other process opens the same
 `DATA_DIR` clusters (Qdrant Edge allows one opener per directory).
 """

@@ -1,7 +1,8 @@
-"""`make run`'s arrangement: gunicorn with console/gunicorn_conf.py serves REST and gRPC from one worker.
+"""`make run`'s arrangement: granian serving `console.wsgi.served_application` serves REST and gRPC from
+one worker process.
 
 The worker owns the clusters' embedded storage (Qdrant Edge allows one opener per directory), so writes over
-gRPC and reads over REST meet the same open store; stopping gunicorn stops the gRPC port with it.
+gRPC and reads over REST meet the same open store; stopping the web server stops the gRPC port with it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import httpx
 import pytest
 from qdrant_client import QdrantClient, models
 
+from console.serve import web_argv
 from tests.conftest import MINILM
 from tests.processes import BIN, ROOT, free_port, kill_group
 
@@ -32,13 +34,12 @@ def port_open(port: int) -> bool:
 
 
 @pytest.fixture
-def gunicorn(embedded_env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
+def web_server(embedded_env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
     env = {**embedded_env, "GRPC_PORT": str(free_port())}
+    argv = web_argv(BIN, host="127.0.0.1", port=env["PORT"], workers=1, threads=4, grace=5)
     server = subprocess.Popen(
-        [str(BIN / "gunicorn"), "console.wsgi:application", "--config", "python:console.gunicorn_conf",
-         "--bind", f"127.0.0.1:{env['PORT']}", "--workers", "1", "--threads", "4"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not port_open(int(env["GRPC_PORT"])):
         time.sleep(0.2)
@@ -50,9 +51,9 @@ def gunicorn(embedded_env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[by
 
 
 def test_grpc_and_rest_share_the_worker_and_stop_with_it(
-    gunicorn: tuple[subprocess.Popen[bytes], dict[str, str]],
+    web_server: tuple[subprocess.Popen[bytes], dict[str, str]],
 ) -> None:
-    server, env = gunicorn
+    server, env = web_server
     out = subprocess.run(
         [sys.executable, "manage.py", "create_cluster", "--name", "g", "--region", "us-east-1",
          "--tier", "paid", "--json"],
