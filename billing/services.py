@@ -12,6 +12,7 @@ always ledger rows, then roll-up rows, each sorted, so concurrent recorders neve
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -20,10 +21,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
-from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Field
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
+from django.db.models import F, Field, Model
 from django.utils import timezone
 
 from billing.limits import forget_limit
@@ -90,28 +91,40 @@ def normalize_request_id(request_id: str) -> str:
     return "sha256:" + hashlib.sha256(request_id.encode()).hexdigest()
 
 
+class _NewRow(NamedTuple):
+    """A ledger row about to be inserted: the columns, without a model instance (recording usage is on every
+    request's path, and building and preparing instances was a third of its CPU)."""
+
+    cluster_id: str
+    model: str
+    tokens: int
+    request_id: str
+    time: datetime
+    price_id: int | None
+    recorded_at: datetime
+
+
 def usage_record(*, events: Sequence[UsageEvent]) -> RecordResult:
     """Persist usage events exactly once each and bump the hourly and daily roll-ups of those inserted.
 
     Safe to call again with the same events (a redelivery): nothing is inserted or counted twice.
     """
-    unique: dict[RecordKey, UsageRecord] = {}
     billable = [e for e in events if e.tokens > 0]  # zero is nothing to bill (the ledger refuses such rows)
-    for event in billable:
-        record = UsageRecord(
-            cluster_id=event.cluster_id,
-            model=event.model,
-            tokens=event.tokens,
-            request_id=normalize_request_id(event.request_id),
-            time=as_utc(event.time),
-            recorded_at=timezone.now(),
-        )
-        unique.setdefault((record.cluster_id, record.request_id, record.model), record)
-    if not unique:
+    if not billable:
         return RecordResult(received=len(events), inserted=0, duplicates=0, tokens=0)
-    # Prices are read before the transaction: they change only PRICE_CHANGE_LEAD ahead, so this is safe.
-    for record in unique.values():
-        record.price = _price_for(model=record.model, at=record.time)
+    now = timezone.now()
+    unique: dict[RecordKey, _NewRow] = {}
+    for event in billable:
+        request_id = normalize_request_id(event.request_id)
+        key = (event.cluster_id, request_id, event.model)
+        if key in unique:
+            continue
+        at = as_utc(event.time)
+        # Prices are read before the transaction: they change only PRICE_CHANGE_LEAD ahead, so this is safe.
+        price = _price_for(model=event.model, at=at)
+        unique[key] = _NewRow(
+            event.cluster_id, event.model, event.tokens, request_id, at, price.pk if price else None, now
+        )
     # Sorted, so concurrent inserts of overlapping keys (retries) take row locks in the same order.
     records = [unique[key] for key in sorted(unique)]
     with transaction.atomic():
@@ -195,10 +208,11 @@ def _price_for(*, model: str, at: datetime) -> ModelPrice | None:
     return price
 
 
+# The ledger's columns in _NewRow's order.
 _RECORD_FIELDS = ("cluster", "model", "tokens", "request_id", "time", "price", "recorded_at")
 
 
-def _insert_ignoring_duplicates(records: list[UsageRecord]) -> set[RecordKey]:
+def _insert_ignoring_duplicates(records: list[_NewRow]) -> set[RecordKey]:
     """Insert the records whose key is not in the ledger yet; return the keys of those actually inserted."""
     if connection.vendor in ("postgresql", "sqlite") and connection.features.can_return_rows_from_bulk_insert:
         inserted: set[RecordKey] = set()
@@ -208,45 +222,50 @@ def _insert_ignoring_duplicates(records: list[UsageRecord]) -> set[RecordKey]:
     return _insert_one_by_one(records)
 
 
-def _concrete_field(name: str) -> Field[Any, Any]:
-    """A concrete field of UsageRecord by name (its `column` is then always set)."""
-    field = UsageRecord._meta.get_field(name)
+def _concrete_field(model: type[Model], name: str) -> Field[Any, Any]:
+    """A concrete field of a model by name (its `column` is then always set)."""
+    field = model._meta.get_field(name)
     if not isinstance(field, Field) or not field.column:
-        raise TypeError(f"UsageRecord.{name} is not a concrete field")
+        raise TypeError(f"{model.__name__}.{name} is not a concrete field")
     return field
 
 
-def _insert_returning(records: list[UsageRecord]) -> set[RecordKey]:
-    """INSERT ... ON CONFLICT (cluster, request_id, model) DO NOTHING RETURNING the inserted keys.
-
-    One statement, and the database decides: concurrent inserts of a key wait for each other and exactly
-    one of them returns it. (Django's bulk_create(ignore_conflicts=True) cannot say which rows went in.)
-    """
-    meta = UsageRecord._meta
+@functools.cache
+def _ledger_insert_sql(vendor: str, rows: int) -> str:
+    """INSERT ... ON CONFLICT (cluster, request_id, model) DO NOTHING RETURNING the inserted keys, for `rows`
+    rows (built once per row count: the statement is the same for every request)."""
     qn = connection.ops.quote_name
-    fields = [_concrete_field(name) for name in _RECORD_FIELDS]
-    columns = ", ".join(qn(f.column) for f in fields)
-    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    key_columns = ", ".join(qn(_concrete_field(n).column) for n in ("cluster", "request_id", "model"))
-    sql = (
-        f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES {', '.join([row] * len(records))} "
-        f"ON CONFLICT ({key_columns}) DO NOTHING RETURNING {key_columns}"
+    columns = ", ".join(qn(_concrete_field(UsageRecord, name).column) for name in _RECORD_FIELDS)
+    row = "(" + ", ".join(["%s"] * len(_RECORD_FIELDS)) + ")"
+    keys = ", ".join(qn(_concrete_field(UsageRecord, n).column) for n in ("cluster", "request_id", "model"))
+    return (
+        f"INSERT INTO {qn(UsageRecord._meta.db_table)} ({columns}) VALUES {', '.join([row] * rows)} "
+        f"ON CONFLICT ({keys}) DO NOTHING RETURNING {keys}"
     )
-    # Each value prepared by its own field, exactly as the ORM would (time zones, decimals, FK ids).
-    params = [f.get_db_prep_save(getattr(r, f.attname), connection) for r in records for f in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+
+
+def _insert_returning(records: list[_NewRow]) -> set[RecordKey]:
+    """One statement, and the database decides: concurrent inserts of a key wait for each other and exactly
+    one of them returns it. (Django's bulk_create(ignore_conflicts=True) cannot say which rows went in.)"""
+    db = connections[DEFAULT_DB_ALIAS]
+    adapt_time = db.ops.adapt_datetimefield_value  # what DateTimeField does with an aware datetime
+    params: list[Any] = []
+    for r in records:
+        params += [r.cluster_id, r.model, r.tokens, r.request_id, adapt_time(r.time), r.price_id]
+        params.append(adapt_time(r.recorded_at))
+    with db.cursor() as cursor:
+        cursor.execute(_ledger_insert_sql(db.vendor, len(records)), params)
         return {(str(c), str(q), str(m)) for c, q, m in cursor.fetchall()}
 
 
-def _insert_one_by_one(records: list[UsageRecord]) -> set[RecordKey]:
+def _insert_one_by_one(records: list[_NewRow]) -> set[RecordKey]:
     """Portable fallback: each row in a savepoint; a unique-key conflict means it was already billed."""
     inserted: set[RecordKey] = set()
-    for record in records:
-        key = (record.cluster_id, record.request_id, record.model)
+    for row in records:
+        key = (row.cluster_id, row.request_id, row.model)
         try:
             with transaction.atomic():
-                record.save(force_insert=True)
+                UsageRecord(**row._asdict()).save(force_insert=True)
         except IntegrityError:
             # Only the idempotency key may conflict; anything else is a real error and must surface.
             if not UsageRecord.objects.filter(cluster_id=key[0], request_id=key[1], model=key[2]).exists():
@@ -256,7 +275,20 @@ def _insert_one_by_one(records: list[UsageRecord]) -> set[RecordKey]:
     return inserted
 
 
-def _rollups_increment(records: Iterable[UsageRecord], sign: int = 1) -> None:
+class _Billed(Protocol):
+    """What a roll-up needs of a ledger row (a stored UsageRecord, or a row being inserted)."""
+
+    @property
+    def cluster_id(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def tokens(self) -> int: ...
+    @property
+    def time(self) -> datetime: ...
+
+
+def _rollups_increment(records: Iterable[_Billed], sign: int = 1) -> None:
     """Add ledger rows to their hour and day roll-ups, or with `sign=-1` take them out (in the caller's
     transaction)."""
     increments: dict[tuple[str, str, str, datetime], list[int]] = defaultdict(lambda: [0, 0])
@@ -296,6 +328,23 @@ def _rollups_increment(records: Iterable[UsageRecord], sign: int = 1) -> None:
             raise RuntimeError(f"roll-up row missing for {cluster_id} {model} {stored} {period_start}")
 
 
+@functools.cache
+def _rollups_upsert_sql(vendor: str, rows: int) -> str:
+    """The roll-up upsert for `rows` buckets (built once per bucket count)."""
+    qn = connection.ops.quote_name
+    table = qn(UsageRollup._meta.db_table)
+    columns = [qn(_concrete_field(UsageRollup, n).column) for n in ("cluster", "model", "granularity")]
+    columns.append(qn(_concrete_field(UsageRollup, "period_start").column))
+    row = "(" + ", ".join(["%s"] * 6) + ")"
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}, {qn('tokens')}, {qn('records')}) "
+        f"VALUES {', '.join([row] * rows)} "
+        f"ON CONFLICT ({', '.join(columns)}) DO UPDATE SET "
+        f"{qn('tokens')} = {table}.{qn('tokens')} + excluded.{qn('tokens')}, "
+        f"{qn('records')} = {table}.{qn('records')} + excluded.{qn('records')}"
+    )
+
+
 def _rollups_upsert(
     keys: list[tuple[str, str, str, datetime]], increments: dict[tuple[str, str, str, datetime], list[int]]
 ) -> None:
@@ -305,33 +354,14 @@ def _rollups_upsert(
     increment; rows are touched in `keys` order, the one lock order of every recorder. One statement
     instead of an insert and an update per bucket is most of what recording usage costs a request.
     """
-    qn = connection.ops.quote_name
-    table = qn(UsageRollup._meta.db_table)
-    fields = [UsageRollup._meta.get_field(n) for n in ("cluster", "model", "granularity", "period_start")]
-    columns = [qn(f.column) for f in fields if isinstance(f, Field)]
-    row = "(" + ", ".join(["%s"] * 6) + ")"
-    sql = (
-        f"INSERT INTO {table} ({', '.join(columns)}, {qn('tokens')}, {qn('records')}) "
-        f"VALUES {', '.join([row] * len(keys))} "
-        f"ON CONFLICT ({', '.join(columns)}) DO UPDATE SET "
-        f"{qn('tokens')} = {table}.{qn('tokens')} + excluded.{qn('tokens')}, "
-        f"{qn('records')} = {table}.{qn('records')} + excluded.{qn('records')}"
-    )
-    period = UsageRollup._meta.get_field("period_start")
-    assert isinstance(period, Field)
+    db = connections[DEFAULT_DB_ALIAS]
+    adapt_time = db.ops.adapt_datetimefield_value  # what DateTimeField does with an aware datetime
     params: list[Any] = []
     for cluster_id, model, stored, period_start in keys:
         tokens, count = increments[(cluster_id, model, stored, period_start)]
-        params += [
-            cluster_id,
-            model,
-            stored,
-            period.get_db_prep_save(period_start, connection),
-            tokens,
-            count,
-        ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        params += [cluster_id, model, stored, adapt_time(period_start), tokens, count]
+    with db.cursor() as cursor:
+        cursor.execute(_rollups_upsert_sql(db.vendor, len(keys)), params)
 
 
 # --- prices, allowances, limits --------------------------------------------------------------------------
