@@ -5,8 +5,8 @@ Plumbing, not domain: it observes the apps through their public seams (URL resol
 of them. Labels are bounded: requests are labelled by URL pattern (`clusters/<str:cluster_id>/...`), never
 by raw path. Protected: a `METRICS_TOKEN` bearer token, or loopback clients only when no token is set.
 
-One web process: the metrics live in it. Several (`WEB_CONCURRENCY=N` web worker processes behind one port) use
-prometheus_client's multiprocess mode, on when `PROMETHEUS_MULTIPROC_DIR` is set (`make run` sets it, to a
+One web process: the metrics live in it. Several (`WEB_CONCURRENCY=N` worker processes behind one port)
+use prometheus_client's multiprocess mode, on when `PROMETHEUS_MULTIPROC_DIR` is set (`make run` sets it, to a
 directory it empties at start; each web process, as it starts, removes the live gauges of the dead ones,
 `forget_dead_processes`): every process
 writes its values to files there, and a scrape, answered by whichever process, aggregates them all:

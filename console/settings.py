@@ -256,8 +256,8 @@ RESTART_HEARTBEAT_INTERVAL = env_float("RESTART_HEARTBEAT_INTERVAL", min(5.0, RE
 RESTART_MAX_ATTEMPTS = env_int("RESTART_MAX_ATTEMPTS", 3, minimum=1)  # claims before a job is failed
 
 # --- replicas: every web process registers itself and its own control listener (console/clusters/replicas.py)
-# Several web processes share the public port (the web server's workers, replicas behind a load balancer), so a
-# call to it reaches one of them at random; each process therefore also listens on a port of its own
+# Several web processes share the public port (the web server's workers, replicas behind a load balancer),
+# so a call to it reaches one of them at random; each process therefore also listens on a port of its own
 # (ephemeral) on CONTROL_BIND, and registers `http://{CONTROL_ADVERTISE_HOST}:{port}` in the database so the
 # restart worker calls every live one. Bind 0.0.0.0 when the worker runs on another machine or container;
 # the advertised host then defaults to this machine's hostname (a container's, in compose).

@@ -53,8 +53,8 @@ def _production_application(media_handler_of: Any) -> Any:
     return application
 
 
-# The live server serves what the web server serves (console/wsgi.py: the data plane through its own handler and
-# middleware), not a plain WSGIHandler, so the data-plane tests cross the same code as production. Django
+# The live server serves what the web server serves (console/wsgi.py: the data plane through its own handler
+# and middleware), not a plain WSGIHandler, so the data-plane tests cross the same code as production. Django
 # wraps that plain handler in a media-files handler, which we have no use for (no MEDIA_URL): that wrapper is
 # what is replaced; the static-files handler around it stays.
 testcases._MediaFilesHandler = _production_application  # type: ignore[assignment,misc]

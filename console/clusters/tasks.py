@@ -34,8 +34,8 @@ with a "gone" note: a replica killed mid-restart holds the job up for seconds, n
 still beats but stays unreachable for 2 x REPLICA_STALE_AFTER fails the step (an address the worker cannot
 reach: see CONTROL_BIND, CONTROL_ADVERTISE_HOST). The replicas are listed afresh at each step: one that
 joins mid-restart reads the cluster's state fresh anyway, and is asked the steps that remain. With no
-replica registered (`manage.py runserver`, Django's live test server, a WSGI server
-serving the bare `console.wsgi.application`) a step is one call to CONTROL_URL (default PUBLIC_URL), as before.
+replica registered (`manage.py runserver`, Django's live test server, a WSGI server serving the bare
+`console.wsgi.application`) a step is one call to CONTROL_URL (default PUBLIC_URL), as before.
 
 A worker killed mid-job
 -----------------------

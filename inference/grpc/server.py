@@ -4,8 +4,8 @@ Where it runs, and why: INSIDE the web process, started by `console.wsgi.served_
 (the web server's factory in `make run`) and stopped as that process exits.
 Qdrant Edge allows one opener per storage directory per process, and the web process already owns every
 embedded cluster's storage (`inference.stores`), its in-flight counters (which a restart job drains) and
-the loaded ONNX models. A separate gRPC process could open none of that storage while the web process holds it,
-would load the models a second time, and would escape the restart drain. Inside the worker, gRPC calls go
+the loaded ONNX models. A separate gRPC process could open none of that storage while the web process holds
+it, would load the models a second time, and would escape the restart drain. Inside the worker, gRPC calls go
 through the same `inference.gateway` and the same stores as REST calls. (`manage.py grpcserver` runs the
 server on its own, for setups where nothing else opens the storage, and for development.)
 

@@ -2,7 +2,8 @@
 
 The listeners here are real (`console.clusters.replicas.serve`: a stdlib HTTP server on an ephemeral port,
 registered in the database, beating from a thread), two of them in this process; the restart task runs in
-the test thread and calls them over HTTP. Two real web-server replicas are in tests/operations/test_replicas.py.
+the test thread and calls them over HTTP. Two real web-server replicas are in
+tests/operations/test_replicas.py.
 """
 
 from __future__ import annotations

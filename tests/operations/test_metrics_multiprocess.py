@@ -1,6 +1,7 @@
-"""`/metrics` of `make run` with WEB_CONCURRENCY=2 (two web worker processes behind one port, on remote storage):
-whichever worker answers a scrape, it reports the requests and tokens of both, and a worker that dies takes
-its live gauges with it but not its counts (prometheus_client's multiprocess mode, console/metrics.py)."""
+"""`/metrics` of `make run` with WEB_CONCURRENCY=2 (two web worker processes behind one port, on remote
+storage): whichever worker answers a scrape, it reports the requests and tokens of both, and a worker that
+dies takes its live gauges with it but not its counts (prometheus_client's multiprocess mode,
+console/metrics.py)."""
 
 from __future__ import annotations
 

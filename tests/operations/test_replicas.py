@@ -67,8 +67,8 @@ def start_replicas(
     models_dir: Path,
     settings: LazySettings,
 ) -> Iterator[Callable[..., list[ReplicaServer]]]:
-    """Start two replicas (`start(**extra_environment)`) serving `console.wsgi.served_application`: each worker registers
-    itself and its control listener.
+    """Start two replicas (`start(**extra_environment)`) serving `console.wsgi.served_application`: each
+    worker registers itself and its control listener.
 
     They share the control token with this process, which runs the restart task as a worker would, and
     their Redis for this process's own changes too (CACHE_REDIS_URL), as the worker and any `manage.py`
