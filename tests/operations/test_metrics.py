@@ -3,11 +3,17 @@ restart jobs by state; protected by a bearer token or loopback only."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from django.conf import LazySettings
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
+from console import metrics
 from console.clusters.models import RestartJob
 from console.clusters.services import CreatedCluster
 from tests.conftest import MINILM
@@ -88,3 +94,22 @@ def test_metrics_need_the_token_or_loopback(settings: LazySettings) -> None:
         Client(REMOTE_ADDR="10.1.2.3").get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-metrics").status_code
         == 200
     )
+
+
+def test_a_starting_web_process_drops_only_the_dead_processes_live_gauges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What replaces gunicorn's child_exit: a killed worker's live gauges stop counting once another starts,
+    its counters keep counting in the totals, and a live process's gauges are left alone."""
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid, live_pid = int(dead.stdout), os.getpid()
+    files = [f"gauge_livesum_{dead_pid}.db", f"counter_{dead_pid}.db", f"gauge_livesum_{live_pid}.db"]
+    for name in files:
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+
+    assert metrics.forget_dead_processes() == [dead_pid]
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files[1:])
