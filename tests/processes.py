@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -64,6 +66,18 @@ def start_server(env: dict[str, str], *, as_make_run: bool = False) -> subproces
     raise AssertionError("server did not start")
 
 
+def create_cluster(env: dict[str, str], name: str) -> dict[str, Any]:
+    """`manage.py create_cluster --json` (a paid us-east-1 cluster) run in `env`; what it printed."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", "create_cluster", "--name", name, "--region", "us-east-1",
+         "--tier", "paid", "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    created: dict[str, Any] = json.loads(done.stdout)
+    return created
+
+
 def kill_group(process: subprocess.Popen[bytes]) -> None:
     """SIGKILL the web server's main process and its worker at once (killing the main one alone leaves the
     worker)."""
@@ -115,14 +129,7 @@ def qdrant_server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) ->
     )  # fmt: skip
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-    created = subprocess.run(
-        [*manage, "create_cluster", "--name", "shared-qdrant", "--region", "us-east-1", "--tier", "paid",
-         "--json"],
-        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    import json
-
-    cluster = json.loads(created.stdout)
+    cluster = create_cluster(env, "shared-qdrant")
     server = start_server(env)
     try:
         yield cluster["url"], cluster["api_key"]

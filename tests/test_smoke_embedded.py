@@ -7,29 +7,19 @@ the acknowledged points must still be there.
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 from pathlib import Path
 
 from qdrant_client import QdrantClient, models
 
 from tests.conftest import MINILM
-from tests.processes import kill_group, start_server
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.processes import create_cluster, kill_group, start_server
 
 
 def test_embedded_default_serves_and_survives_sigkill(
     embedded_env: dict[str, str], server_processes: list[subprocess.Popen[bytes]]
 ) -> None:
-    out = subprocess.run(
-        [sys.executable, "manage.py", "create_cluster", "--name", "smoke", "--region", "us-east-1",
-         "--tier", "paid", "--json"],
-        cwd=ROOT, env=embedded_env, capture_output=True, text=True,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    created = json.loads(out.stdout)
+    created = create_cluster(embedded_env, "smoke")
     assert created["url"] == f"http://127.0.0.1:{embedded_env['PORT']}/clusters/{created['id']}"
     assert (Path(embedded_env["DATA_DIR"]) / "db.sqlite3").exists()
 

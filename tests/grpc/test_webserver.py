@@ -7,12 +7,10 @@ gRPC and reads over REST meet the same open store; stopping the web server stops
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -22,7 +20,7 @@ from qdrant_client import QdrantClient, models
 
 from console.serve import web_argv
 from tests.conftest import MINILM
-from tests.processes import BIN, ROOT, free_port, kill_group
+from tests.processes import BIN, ROOT, create_cluster, free_port, kill_group
 
 pytestmark = pytest.mark.slow
 
@@ -54,13 +52,7 @@ def test_grpc_and_rest_share_the_worker_and_stop_with_it(
     web_server: tuple[subprocess.Popen[bytes], dict[str, str]],
 ) -> None:
     server, env = web_server
-    out = subprocess.run(
-        [sys.executable, "manage.py", "create_cluster", "--name", "g", "--region", "us-east-1",
-         "--tier", "paid", "--json"],
-        cwd=ROOT, env=env, capture_output=True, text=True,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    created = json.loads(out.stdout)
+    created = create_cluster(env, "g")
     assert created["grpc_url"] == f"http://127.0.0.1:{env['GRPC_PORT']}"
 
     over_grpc = QdrantClient(
