@@ -132,10 +132,11 @@ def web_argv(
     `make_run=False` the bare `console.wsgi.application` (no gRPC, no replica registration).
 
     Granian, not gunicorn: its HTTP/1.1 parsing, keep-alive and thread hand-off run in Rust without the GIL,
-    where gunicorn's ran in Python on every request. Measured under 16 concurrent Document queries
-    (bench/dataplane.py's phase, 3 runs): request-side CPU 5.4 -> 4.2 ms per query, +13% queries/s; a
-    raw-vector query's p50 4.4-5.1 -> 2.8-3.0 ms. Each worker process runs `threads` request threads;
-    a worker that dies is replaced (its successor drops its live metrics, `console/wsgi.py`).
+    where gunicorn's ran in Python on every request (a trivial WSGI app here: 0.73 -> 0.18 ms of server CPU
+    per request). Under 16 concurrent Document queries (bench/cpu_split.py, 3 rounds, with the leaner usage
+    write of the same change) the CPU per query outside the ONNX workers fell from 5.3-6.1 to 4.1-4.5 ms
+    and queries/s rose ~10%. Each worker process runs `threads` request threads; a worker that dies is
+    replaced (its successor drops the dead one's live metrics, `console/wsgi.py`).
     """
     target = ["--factory", "console.wsgi:served_application"] if make_run else ["console.wsgi:application"]
     return [
