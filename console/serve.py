@@ -93,6 +93,9 @@ class Supervisor:
                     child.wait()
                 break
             time.sleep(0.1)
+        for child in self.children:  # a child that died leaves its group behind (e.g. granian's workers)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
         return status
 
 

@@ -14,6 +14,9 @@ from __future__ import annotations
 import atexit
 import multiprocessing.util
 import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -76,11 +79,32 @@ def served_application() -> Callable[[dict[str, Any], StartResponse], Iterable[b
     metrics.forget_dead_processes()  # a worker killed before this one took its place
     grpc_server.start()
     replicas.start()
+    _stop_with_parent()
     # Granian's workers are multiprocessing processes: a forked one runs multiprocessing's finalizers as it
     # exits, not atexit's; a spawned one runs both. Stopping twice is harmless.
     multiprocessing.util.Finalize(None, _stop_serving, exitpriority=10)
     atexit.register(_stop_serving)
     return application
+
+
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _stop_with_parent() -> None:
+    """Stop this worker gracefully once the web server's main process is gone.
+
+    Granian's workers, unlike gunicorn's, keep serving when their main process is killed (SIGKILL, the OOM
+    killer): the orphan would hold the port, the embedded storage and the replica registration, and nothing
+    would restart it. Its own SIGTERM goes through granian's handler: requests in flight finish.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _stop_serving() -> None:

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -78,3 +79,21 @@ def test_grpc_and_rest_share_the_worker_and_stop_with_it(
     os.killpg(server.pid, signal.SIGTERM)  # what `make run`'s trap does on Ctrl-C
     server.wait(30)
     assert not port_open(int(env["GRPC_PORT"]))
+
+
+def test_a_worker_whose_main_process_was_killed_stops_too(
+    web_server: tuple[subprocess.Popen[bytes], dict[str, str]],
+) -> None:
+    server, env = web_server
+    workers = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    assert len(workers) == 1
+    worker = int(workers[0])
+
+    os.kill(server.pid, signal.SIGKILL)  # the main process alone: the OOM killer's way, not a stop
+    server.wait(10)
+
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{worker}").exists() and Path(f"/proc/{worker}/stat").read_text().split()[2] != "Z":
+        assert time.monotonic() < deadline, "the orphaned worker kept serving"
+        time.sleep(0.2)
+    assert not port_open(int(env["GRPC_PORT"])) and not port_open(int(env["PORT"]))
