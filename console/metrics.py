@@ -6,10 +6,10 @@ of them. Labels are bounded: requests are labelled by URL pattern (`clusters/<st
 by raw path. Protected: a `METRICS_TOKEN` bearer token, or loopback clients only when no token is set.
 
 One web process: the metrics live in it. Several (`WEB_CONCURRENCY=N` worker processes behind one port)
-use prometheus_client's multiprocess mode, on when `PROMETHEUS_MULTIPROC_DIR` is set (`make run` sets it, to a
-directory it empties at start; each web process, as it starts, removes the live gauges of the dead ones,
-`forget_dead_processes`): every process
-writes its values to files there, and a scrape, answered by whichever process, aggregates them all:
+use prometheus_client's multiprocess mode, on when `PROMETHEUS_MULTIPROC_DIR` is set (`make run` sets it,
+to a directory it empties at start; each web process, as it starts, removes the live gauges of the dead
+ones, `forget_dead_processes`): every process writes its values to files there, and a scrape, answered by
+whichever process, aggregates them all:
 
 - counters and histograms (requests, latency, tokens, refunds, batch sizes) are summed over every process
   that ever ran, so a total does not drop when the web server replaces a worker;
@@ -196,11 +196,12 @@ def forget_dead_processes() -> list[int]:
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory or not os.path.isdir(directory):
         return []
-    pids = {
-        int(name.removesuffix(".db").rsplit("_", 1)[1])
+    suffixes = (
+        name.removesuffix(".db").rsplit("_", 1)[-1]
         for name in os.listdir(directory)
         if name.startswith("gauge_live") and name.endswith(".db")
-    }
+    )
+    pids = {int(suffix) for suffix in suffixes if suffix.isdigit()}
     dead = sorted(pid for pid in pids if not _alive(pid))
     for pid in dead:
         forget_process(pid)
