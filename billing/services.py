@@ -55,6 +55,9 @@ logger = logging.getLogger(__name__)
 # already recorded, or that is being recorded while the change commits, under the previous price.
 PRICE_CHANGE_LEAD = timedelta(seconds=60)
 _INSERT_CHUNK = 500  # rows per INSERT statement (well under every backend's parameter limit)
+# Statements kept per shape (row count): a request records one or two rows, group commits a few more; a
+# large batch's statement is rebuilt rather than kept (up to 500 rows, ~20 KB each).
+_SQL_CACHE_SIZE = 64
 
 
 class BillingError(BadRequest):
@@ -122,9 +125,8 @@ def usage_record(*, events: Sequence[UsageEvent]) -> RecordResult:
         at = as_utc(event.time)
         # Prices are read before the transaction: they change only PRICE_CHANGE_LEAD ahead, so this is safe.
         price = _price_for(model=event.model, at=at)
-        unique[key] = _NewRow(
-            event.cluster_id, event.model, event.tokens, request_id, at, price.pk if price else None, now
-        )
+        price_id = None if price is None else price.pk
+        unique[key] = _NewRow(event.cluster_id, event.model, event.tokens, request_id, at, price_id, now)
     # Sorted, so concurrent inserts of overlapping keys (retries) take row locks in the same order.
     records = [unique[key] for key in sorted(unique)]
     with transaction.atomic():
@@ -230,7 +232,7 @@ def _concrete_field(model: type[Model], name: str) -> Field[Any, Any]:
     return field
 
 
-@functools.cache
+@functools.lru_cache(maxsize=_SQL_CACHE_SIZE)
 def _ledger_insert_sql(vendor: str, rows: int) -> str:
     """INSERT ... ON CONFLICT (cluster, request_id, model) DO NOTHING RETURNING the inserted keys, for `rows`
     rows (built once per row count: the statement is the same for every request)."""
@@ -328,7 +330,7 @@ def _rollups_increment(records: Iterable[_Billed], sign: int = 1) -> None:
             raise RuntimeError(f"roll-up row missing for {cluster_id} {model} {stored} {period_start}")
 
 
-@functools.cache
+@functools.lru_cache(maxsize=_SQL_CACHE_SIZE)
 def _rollups_upsert_sql(vendor: str, rows: int) -> str:
     """The roll-up upsert for `rows` buckets (built once per bucket count)."""
     qn = connection.ops.quote_name
