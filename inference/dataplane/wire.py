@@ -55,11 +55,19 @@ def parse_body(request: HttpRequest) -> Any:
     A body over `DATA_UPLOAD_MAX_MEMORY_SIZE` raises Django's RequestDataTooBig (a 413) before it is read.
     """
     content_type = request.META.get("CONTENT_TYPE", "")
-    if not content_type or not int(request.META.get("CONTENT_LENGTH") or 0):
+    if not content_type or _content_length(request) <= 0:
         return {}
     if content_type.split(";")[0].strip().lower() != JSON:
         raise UnsupportedMediaType(content_type)
     return loads(request.body, request.encoding or settings.DEFAULT_CHARSET)
+
+
+def _content_length(request: HttpRequest) -> int:
+    """The declared body length; a malformed header counts as no body, as DRF and Django count it."""
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def dumps(data: Any) -> bytes:

@@ -186,3 +186,44 @@ def test_accept_html_still_answers_json(api: DataPlaneClient) -> None:
     for path in ("/collections", "/nope", "/collections/c/points/1"):
         response = api.client.get(api.base + path, headers={**api.headers, "Accept": "text/html"})
         assert response.headers["Content-Type"].startswith("application/json"), path
+
+
+def test_a_wrong_method_is_405_naming_the_allowed_ones(api: DataPlaneClient) -> None:
+    response = api.client.delete(api.base + "/collections/c/points/query", headers=api.headers)
+    assert response.status_code == 405
+    assert response.headers["Allow"].split(", ") == ["POST", "OPTIONS"]
+    assert response.json()["status"]["error"] == 'Method not allowed: Method "DELETE" not allowed.'
+
+
+@pytest.mark.parametrize("length", ["", "0", "-3", "abc"])
+def test_a_body_without_a_valid_length_is_no_body(api: DataPlaneClient, length: str) -> None:
+    # As DRF read requests before the data plane parsed bodies itself: an empty query, not a 500.
+    response = api.client.post(
+        api.base + "/collections/c/points/count",
+        data='{"filter": {"must": [{"has_id": [7]}]}}',
+        content_type="application/json",
+        headers=api.headers,
+        CONTENT_LENGTH=length,
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["result"] == {"count": 1}  # the filter was not read
+
+
+def test_a_json_body_in_another_charset_is_decoded(api: DataPlaneClient) -> None:
+    body = '{"points": [{"id": 3, "vector": [0, 1, 0], "payload": {"name": "café"}}]}'
+    response = api.client.put(
+        api.base + "/collections/c/points",
+        data=body.encode("latin-1"),
+        content_type="application/json; charset=latin-1",
+        headers=api.headers,
+    )
+    assert response.status_code == 200, response.content
+    _, point = api.call("get", "/collections/c/points/3")
+    assert point["result"]["payload"] == {"name": "café"}
+
+
+def test_options_describes_the_route_as_json(api: DataPlaneClient) -> None:
+    response = api.client.options(api.base + "/collections/c/points/query", headers=api.headers)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json()["renders"] == ["application/json"]
