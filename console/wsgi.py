@@ -88,14 +88,14 @@ def served_application() -> Callable[[dict[str, Any], StartResponse], Iterable[b
     from inference.grpc import server as grpc_server
 
     metrics.forget_dead_processes()  # a worker killed before this one took its place
-    grpc_server.start()
-    replicas.start()
-    _stop_with_parent()
     # What is loaded by now (Django, the apps, the clients' models: ~190k objects) lives as long as the
     # process. Frozen, the garbage collector stops walking it at every full collection: measured under the
     # 16-client load, a full collection held the GIL for ~70 ms, ~12 ms once frozen.
     gc.collect()
     gc.freeze()
+    grpc_server.start()
+    replicas.start()
+    _stop_with_parent()
     # Granian's workers are multiprocessing processes: a forked one runs multiprocessing's finalizers as it
     # exits, not atexit's; a spawned one runs both. Stopping twice is harmless.
     multiprocessing.util.Finalize(None, _stop_serving, exitpriority=10)

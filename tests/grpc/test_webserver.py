@@ -40,8 +40,10 @@ def web_server(embedded_env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[
         argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not port_open(int(env["GRPC_PORT"])):
-        time.sleep(0.2)
+    while time.monotonic() < deadline and not (
+        port_open(int(env["GRPC_PORT"])) and port_open(int(env["PORT"]))
+    ):
+        time.sleep(0.2)  # gRPC opens while the worker starts, HTTP once it has started
     try:
         assert httpx.get(f"http://127.0.0.1:{env['PORT']}/healthz", timeout=5).status_code == 200
         yield server, env
