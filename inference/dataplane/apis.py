@@ -83,7 +83,6 @@ class DataPlaneApi(APIView):
     permission_classes = []
     parser_classes = [QdrantJSONParser]
     renderer_classes = [QdrantJSONRenderer]
-    content_negotiation_class = catchall.JsonOnlyNegotiation  # JSON whatever `Accept` says
     schema = DataPlaneSchema()
     # HTTP methods that change data need a read-write key; everything else accepts read-only keys.
     write_methods: ClassVar[frozenset[str]] = frozenset({"PUT", "PATCH", "DELETE"})

@@ -4,10 +4,10 @@ Every answer is JSON in Qdrant's error shape (`{"status": {"error": msg}, "time"
 404 page and never a 500:
 
 * a path Qdrant's REST API does not have -> 404 (`UnknownPathApi`, the last route of
-  `inference/dataplane/urls.py`); a method the path does not take -> 405 and a body that is not JSON -> 415
-  (DRF raises those, `inference.http.classify` maps them);
+  `inference/dataplane/urls.py`); a method the path does not take -> 405 (`DataPlaneApi.dispatch`) and a
+  body that is not JSON -> 415 (`wire.parse_body`); `inference.http.classify` maps them;
 * JSON nested deeper than Qdrant's parser accepts -> 400 (:func:`check_depth`);
-* content negotiation never picks anything but the JSON renderer, whatever `Accept` says.
+* whatever `Accept` says, the answer is JSON (`DataPlaneApi.dispatch` negotiates nothing).
 """
 
 from __future__ import annotations
@@ -15,34 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.parsers import BaseParser
-from rest_framework.renderers import BaseRenderer
-from rest_framework.request import Request
-
 from inference.errors import FormatError, NotFound
 
 # serde_json's default recursion limit, which Qdrant inherits: deeper bodies are refused as malformed.
 MAX_JSON_DEPTH = 128
-
-
-class JsonOnlyNegotiation(BaseContentNegotiation):
-    """Always the first (JSON) renderer and the view's parsers: Qdrant answers JSON whatever `Accept` is."""
-
-    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
-        """The parser matching the request's content type, if any (None makes DRF answer 415)."""
-        content_type = (request.content_type or "").split(";")[0].strip().lower()
-        for parser in parsers:
-            if parser.media_type == content_type:
-                return parser
-        return None
-
-    def select_renderer(
-        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
-    ) -> tuple[BaseRenderer, str]:
-        """The JSON renderer, never a 406."""
-        renderer = next(iter(renderers))
-        return renderer, str(renderer.media_type)
 
 
 def unknown_path(method: str, path: str) -> NotFound:
