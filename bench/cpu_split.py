@@ -1,7 +1,9 @@
 """Benchmark: where the web process's CPU goes under 16 concurrent Document queries, checkout by checkout.
 
 bench/dataplane.py gives the ratios; this says which side of the process moved them. It serves each
-checkout as `make run` does (bench/dataplane.py's `serve`), fills a collection with 300 points, runs
+checkout as `make run` does (bench/dataplane.py's `serve`), fills a collection with `--points` points
+(default 300; bench/dataplane.py's concurrent phase meets ~1,400, and Edge searches a collection that small
+without an index, so the query's cost grows with it), runs
 `--clients` clients sending one Document query at a time (3 s warm-up, then `--seconds`), and prints per
 query the CPU time of:
 - the ONNX worker threads (found by their nice value, INFERENCE_WORKER_NICE > 0),
@@ -9,7 +11,8 @@ query the CPU time of:
 - the bench's own client threads,
 with queries/s and the mean merged batch size from /metrics. Checkouts alternate `--rounds` times, since a
 shared machine drifts from minute to minute. Run:
-`HF_HUB_OFFLINE=1 MODELS_DIR=$PWD/data/models .venv/bin/python bench/cpu_split.py [--checkout DIR ...]`.
+`HF_HUB_OFFLINE=1 MODELS_DIR=$PWD/data/models .venv/bin/python bench/cpu_split.py [--checkout DIR ...]
+[--points N]`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import dataplane as bd  # the sibling bench's server and client
+
+UPSERT_POINTS = 500  # points per upsert request while the collection is filled
 
 
 def thread_cpu(pid: int) -> tuple[float, float]:
@@ -56,7 +61,7 @@ def batch_totals(base_url: str) -> tuple[float, float]:
     return totals["_sum"], totals["_count"]
 
 
-def measure(checkout: Path, clients: int, seconds: float) -> str:
+def measure(checkout: Path, clients: int, seconds: float, count: int = 300) -> str:
     """One round on one checkout: the line to print."""
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -64,8 +69,11 @@ def measure(checkout: Path, clients: int, seconds: float) -> str:
     ):
         client = bd.Client(server)
         client.ok("PUT", f"/collections/{bd.COLLECTION}", {"vectors": {"size": bd.DIM, "distance": "Cosine"}})
-        points = [{"id": i, "vector": bd.document(t)} for i, t in enumerate(bd.sentences(300, 1))]
-        client.ok("PUT", f"/collections/{bd.COLLECTION}/points?wait=true", {"points": points})
+        texts = bd.sentences(count, 1)
+        for start in range(0, count, UPSERT_POINTS):
+            chunk = texts[start : start + UPSERT_POINTS]
+            points = [{"id": start + i, "vector": bd.document(t)} for i, t in enumerate(chunk)]
+            client.ok("PUT", f"/collections/{bd.COLLECTION}/points?wait=true", {"points": points})
         client.close()
         pid = bd.worker_pid(server.master_pid)
         base_url = server.url.split("/clusters/", 1)[0]
@@ -101,11 +109,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--points", type=int, default=300, help="points in the queried collection")
     args = parser.parse_args()
     checkouts = args.checkout or [bd.REPO]
     for _ in range(args.rounds):
         for checkout in checkouts:
-            print(measure(checkout, args.clients, args.seconds), flush=True)
+            print(measure(checkout, args.clients, args.seconds, args.points), flush=True)
 
 
 if __name__ == "__main__":
