@@ -131,6 +131,8 @@ class DataPlaneApi(APIView):
     def body(self) -> dict[str, Any]:
         """The JSON body as an object (an empty body is an empty object)."""
         data = wire.parse_body(self.request)  # malformed: ParseError, a 400 in `handle_exception`
+        if data is None or data == "":  # a JSON `null` or `""` body, as an absent one
+            return {}
         if not isinstance(data, dict):
             raise FormatError("expected a JSON object")
         catchall.check_depth(data)

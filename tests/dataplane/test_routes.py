@@ -227,3 +227,26 @@ def test_options_describes_the_route_as_json(api: DataPlaneClient) -> None:
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/json"
     assert response.json()["renders"] == ["application/json"]
+
+
+@pytest.mark.parametrize("body", ["null", '""'])
+def test_a_null_or_empty_string_body_is_no_body(api: DataPlaneClient, body: str) -> None:
+    response = api.client.post(
+        api.base + "/collections/c/points/count",
+        data=body,
+        content_type="application/json",
+        headers=api.headers,
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["result"] == {"count": 1}
+
+
+def test_a_body_that_is_not_an_object_is_400(api: DataPlaneClient) -> None:
+    response = api.client.post(
+        api.base + "/collections/c/points/count",
+        data="[1]",
+        content_type="application/json",
+        headers=api.headers,
+    )
+    assert response.status_code == 400
+    assert "expected a JSON object" in response.json()["status"]["error"]
