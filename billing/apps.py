@@ -16,10 +16,10 @@ class BillingConfig(AppConfig):
         from billing.limits import connect_invalidation
         from billing.meter import BillingMeter
         from billing.models import ModelPrice
-        from billing.receivers import on_usage_recorded, on_usage_refunded
+        from billing.receivers import on_usage_recorded, on_usage_refunded, on_usage_settled
         from billing.services import forget_prices
         from inference import hooks
-        from inference.usage import usage_recorded, usage_refunded
+        from inference.usage import usage_recorded, usage_refunded, usage_settled
 
         def price_changed(sender: object, instance: ModelPrice, **kwargs: object) -> None:
             forget_prices(instance.model)  # this process sees a price change at once
@@ -30,5 +30,6 @@ class BillingConfig(AppConfig):
         )
         usage_recorded.connect(on_usage_recorded, dispatch_uid="billing.record_usage")
         usage_refunded.connect(on_usage_refunded, dispatch_uid="billing.refund_usage")
+        usage_settled.connect(on_usage_settled, dispatch_uid="billing.settle_usage")
         hooks.register_meter(BillingMeter())
         connect_invalidation()  # a changed limit applies on the next request, in every process

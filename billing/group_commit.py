@@ -1,5 +1,8 @@
 """Group commit of usage: the requests recording usage at the same moment share one transaction.
 
+(A serving web process records through its usage journal instead, `billing.journal`; this is the path of
+every other process, and of a request whose journal cannot be written.)
+
 Every request that ran a model records its tokens before it answers (durable: a process killed after
 answering has lost nothing). One transaction per request made concurrent requests queue behind SQLite's
 single writer (or PostgreSQL's commit) one by one, each paying its own BEGIN, INSERT, roll-up upsert and

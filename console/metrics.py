@@ -146,7 +146,7 @@ embedding.on_state(_on_pool_state)
 
 # --- gauges read from the database when scraped (the same whichever process answers) ---------------------
 class DatabaseCollector(Collector):
-    """Reads the restart jobs by state at scrape time, and reports the usage-flush lag."""
+    """Reads the restart jobs by state at scrape time, and reports this process's usage-flush lag."""
 
     def describe(self) -> Iterator[Metric]:
         """The metric names, without reading anything (called at registration, before the database is up)."""
@@ -155,6 +155,7 @@ class DatabaseCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """The current values."""
+        from billing import journal
         from console.clusters.models import RestartJob  # the app registry is ready by the first scrape
 
         jobs = GaugeMetricFamily(
@@ -173,10 +174,11 @@ class DatabaseCollector(Collector):
 
         lag = GaugeMetricFamily(
             "usage_flush_lag_seconds",
-            "Age of the oldest usage not yet in the ledger. Always 0: usage is written synchronously, in the "
-            "request that ran the model, before the answer is sent.",
+            "Seconds since the oldest answered request of this process whose usage is journaled but not "
+            "yet in the ledger (billing/journal.py); 0 without a journal (usage recorded in the request).",
         )
-        lag.add_metric([], 0.0)
+        usage_journal = journal.active()
+        lag.add_metric([], usage_journal.lag() if usage_journal is not None else 0.0)
         yield lag
 
 

@@ -224,6 +224,12 @@ LIMIT_CACHE_SECONDS = env_float("LIMIT_CACHE_SECONDS", 2.0)  # how long a proces
 # In-flight requests per cluster shared by every web process (replica), so a restart drains them all
 # (inference/inflight.py); empty = LIMITS_REDIS_URL, and empty both = this process's memory.
 INFLIGHT_REDIS_URL = env_str("INFLIGHT_REDIS_URL", LIMITS_REDIS_URL)
+# A serving web process makes each request's usage durable with one append to a journal file of its own
+# under USAGE_JOURNAL_DIR and folds it into the ledger in the background (billing/journal.py), instead of a
+# transaction per request. The directory must outlive the process (a killed one's entries are replayed at
+# the next start): keep it on a volume where replicas are replaced. false: record in the database directly.
+USAGE_JOURNAL = env_bool("USAGE_JOURNAL", True)
+USAGE_JOURNAL_DIR = env_path("USAGE_JOURNAL_DIR", DATA_DIR / "usage-journal")
 INFLIGHT_TTL = env_float("INFLIGHT_TTL", 15.0)  # a dead replica's counts stop counting after this long
 # Where a change of a key, a cluster or a limit is announced to every web process (replica), so each drops
 # its cached copy on its next request (console/clusters/sharedcache.py); empty = INFLIGHT_REDIS_URL, and

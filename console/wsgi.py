@@ -84,11 +84,14 @@ def served_application() -> Callable[[dict[str, Any], StartResponse], Iterable[b
     process registers a control listener of its own, so a restart job reaches every web process, not only
     the one behind the shared port (`console/clusters/replicas.py`).
     """
+    from billing import journal
     from console import metrics
     from console.clusters import replicas
     from inference.grpc import server as grpc_server
 
     metrics.forget_dead_processes()  # a worker killed before this one took its place
+    if settings.USAGE_JOURNAL:
+        journal.start(settings.USAGE_JOURNAL_DIR)  # after replaying what a killed worker left
     # What is loaded by now (Django, the apps, the clients' models: ~190k objects) lives as long as the
     # process. Frozen, the garbage collector stops walking it at every full collection: measured under the
     # 16-client load, a full collection held the GIL for ~70 ms, ~12 ms once frozen.
@@ -125,11 +128,14 @@ def _stop_with_parent() -> None:
 
 
 def _stop_serving() -> None:
-    """Deregister the replica (no restart job waits for it), then stop gRPC, letting running calls finish."""
+    """Deregister the replica (no restart job waits for it), stop gRPC, letting running calls finish, and
+    fold the usage journal."""
+    from billing import journal
     from console import metrics
     from console.clusters import replicas
     from inference.grpc import server as grpc_server
 
     replicas.stop()
     grpc_server.stop()
+    journal.stop()  # once the last RPC settled its usage
     metrics.forget_process(os.getpid())

@@ -10,7 +10,8 @@ translate their protocol to and from this module. For every request it:
    tokens-per-minute limit is checked there, so only requests that run a model can be limited;
 4. records the tokens spent, tagged with the request id (an `Idempotency-Key`, or a fresh one), as soon
    as the models ran and before anything is written; if the operation then fails, they are refunded, so a
-   failed request bills nothing and a process killed after a write leaves nothing unbilled.
+   failed request bills nothing and a process killed after a write leaves nothing unbilled; if it
+   succeeds, they are settled (billing's usage journal folds only settled usage into the ledger).
 
 A request with an Idempotency-Key claims the key first (`inference.idempotency`): a repeat of a request
 that succeeded gets its answer again without anything running.
@@ -33,7 +34,7 @@ from inference.engine.types import EmbedRequest
 from inference.errors import DeadlineExceeded, Forbidden, NotFound, Unauthorized, Unavailable
 from inference.hooks import ClusterInfo
 from inference.resolution import Resolver
-from inference.usage import emit_usage, refund_usage
+from inference.usage import emit_usage, refund_usage, settle_usage
 
 RETRY_AFTER_SECONDS = 5  # how long a client should wait while a cluster restarts
 Usage = dict[str, int]
@@ -137,6 +138,7 @@ def serve(
             if key is not None:
                 idempotency.release(cluster_id=cluster.id, key=key)
             raise
+        metering.settle()
     if key is not None:
         idempotency.complete(cluster_id=cluster.id, key=key, result=result, usage=usage)
     return Served(result=result, usage=usage)
@@ -159,6 +161,7 @@ class _Metering:
         self.request_id = request_id
         self.provider_keys = provider_keys
         self.deadline = deadline
+        self.attempt = uuid.uuid4().hex  # this run of the request (a retry reuses its request id)
         self.recorded: frozenset[str] = frozenset()
 
     def embed(self, requests: Sequence[EmbedRequest]) -> Embeddings:
@@ -169,7 +172,10 @@ class _Metering:
             requests, local=self._local, keys=self.provider_keys, config=provider_config()
         )
         self.recorded |= emit_usage(
-            cluster_id=self.cluster.id, request_id=self.request_id, usage=embeddings.usage
+            cluster_id=self.cluster.id,
+            request_id=self.request_id,
+            usage=embeddings.usage,
+            attempt=self.attempt,
         )
         if self.deadline is not None and time.monotonic() >= self.deadline:
             # The caller gave up: fail before the operation writes anything (the usage is refunded).
@@ -194,4 +200,11 @@ class _Metering:
 
     def refund(self) -> None:
         """Withdraw what this request recorded (it failed, so it bills nothing)."""
-        refund_usage(cluster_id=self.cluster.id, request_id=self.request_id, models=self.recorded)
+        refund_usage(
+            cluster_id=self.cluster.id, request_id=self.request_id, models=self.recorded, attempt=self.attempt
+        )
+
+    def settle(self) -> None:
+        """The request answered: what it recorded stands."""
+        if self.recorded:
+            settle_usage(attempt=self.attempt)

@@ -1,9 +1,11 @@
-"""A server killed at any moment during streaming writes leaves no written point unbilled, none billed twice.
+"""A server killed at any moment bills exactly what it answered, and no written point goes unbilled.
 
-The server runs as `make run` serves it (granian over SQLite and Qdrant Edge, in a fresh DATA_DIR). Writer
-threads stream upserts of Documents, each request tagged in its points' payload and with its own
-Idempotency-Key; the whole server is SIGKILLed mid-stream, five times. After each kill, every point in
-storage must belong to a request that the ledger bills (the usage is made durable before the write).
+The server runs as `make run` serves it (granian over SQLite and Qdrant Edge, in a fresh DATA_DIR, usage
+made durable in the usage journal and folded into the ledger in the background). Killed right after its
+answers, the usage it reported is in the ledger once it has started again, exactly. Killed mid-stream while
+writer threads upsert Documents (each request tagged in its points' payload and with its own
+Idempotency-Key), five times, every point in storage belongs to a request that the ledger bills (the usage
+is made durable before the write).
 """
 
 from __future__ import annotations
@@ -16,15 +18,54 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import MINILM
-from tests.processes import ROOT, kill_group, start_server
+from tests.processes import ROOT, create_cluster, kill_group, start_server
 
 ROUNDS = 5
 WRITERS = 4
+QUERIES = 200
+
+
+def ledger(database: Path) -> Counter[str]:
+    """model -> tokens billed."""
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT model, SUM(tokens) FROM billing_usagerecord GROUP BY model").fetchall()
+    return Counter({model: tokens for model, tokens in rows})
+
+
+def test_usage_answered_right_before_a_sigkill_is_billed_exactly(
+    embedded_env: dict[str, str], server_processes: list[subprocess.Popen[bytes]]
+) -> None:
+    env = {**embedded_env, "GRPC_PORT": "0"}
+    created = create_cluster(env, "answered")
+    base, headers = created["url"], {"api-key": created["api_key"]}
+    database = Path(env["DATA_DIR"]) / "db.sqlite3"
+    server = start_server(env, as_make_run=True)
+    server_processes.append(server)
+    collection = {"vectors": {"size": 384, "distance": "Cosine"}}
+    assert httpx.put(f"{base}/collections/c", json=collection, headers=headers).status_code == 200
+
+    def query(i: int) -> dict[str, int]:
+        body = {"query": {"text": f"question number {i} " * (1 + i % 5), "model": MINILM}, "limit": 1}
+        answer = httpx.post(f"{base}/collections/c/points/query", json=body, headers=headers, timeout=60)
+        assert answer.status_code == 200, answer.text
+        return {m: int(u["tokens"]) for m, u in answer.json()["usage"]["inference"]["models"].items()}
+
+    reported: Counter[str] = Counter()
+    with ThreadPoolExecutor(16) as pool:
+        for usage in pool.map(query, range(QUERIES)):
+            reported.update(usage)
+    kill_group(server)  # right after the last answer: no chance to fold, flush or close
+
+    assert reported[MINILM] > QUERIES
+    server_processes.append(start_server(env, as_make_run=True))  # replays what the killed one left
+    assert ledger(database) == reported
 
 
 def test_sigkill_during_streaming_writes_leaves_no_point_unbilled(
@@ -41,8 +82,9 @@ def test_sigkill_during_streaming_writes_leaves_no_point_unbilled(
     rng = random.Random(11)
     next_id = iter(range(1, 10**9))
 
+    env = {**embedded_env, "GRPC_PORT": "0"}
     for round_number in range(ROUNDS):
-        server = start_server(embedded_env)
+        server = start_server(env, as_make_run=True)
         server_processes.append(server)
         if round_number == 0:
             collection = {"vectors": {"size": 384, "distance": "Cosine"}}
@@ -79,7 +121,7 @@ def test_sigkill_during_streaming_writes_leaves_no_point_unbilled(
         for thread in writers:
             thread.join(30)
 
-    server_processes.append(start_server(embedded_env))
+    server_processes.append(start_server(env, as_make_run=True))
     written: set[str] = set()
     offset = None
     while True:
