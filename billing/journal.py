@@ -321,8 +321,8 @@ def _parse_events(rows: list[list[Any]]) -> list[UsageEvent]:
     ]
 
 
-def unfolded(data: bytes) -> list[UsageEvent]:
-    """The events of a segment's content to bill: every record whose attempt was not cancelled.
+def unfolded(data: bytes) -> dict[str, list[UsageEvent]]:
+    """The events of a segment's content to bill, by attempt: every record whose attempt was not cancelled.
 
     A last line without its newline was cut short by a crash in write(2): its request had not gone on to
     write anything, so it is left out, as is (with a warning) any line that does not parse.
@@ -338,7 +338,35 @@ def unfolded(data: bytes) -> list[UsageEvent]:
                 records.setdefault(str(item["a"]), []).extend(_parse_events(item["e"]))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             logger.warning("usage journal: skipped a line that does not parse")
-    return [event for attempt, events in records.items() if attempt not in cancelled for event in events]
+    return {attempt: events for attempt, events in records.items() if attempt not in cancelled}
+
+
+def _replay(directory: Path, records: dict[str, list[UsageEvent]], record: Record) -> int:
+    """Record a dead segment's events (OperationalError: the database is unavailable, try again later).
+
+    A batch the ledger refuses for another reason is recorded attempt by attempt, and an attempt refused
+    alone is set aside in REJECTED, as the flusher does: retried forever, it would never let the rest go.
+    """
+    events = [event for batch in records.values() for event in batch]
+    try:
+        for offset in range(0, len(events), MAX_BATCH_EVENTS):
+            record(events[offset : offset + MAX_BATCH_EVENTS])
+        return len(events)
+    except OperationalError:
+        raise
+    except Exception:
+        logger.warning("usage journal: the ledger refused a replayed batch; replaying request by request")
+    replayed = 0
+    for attempt, batch in records.items():
+        try:
+            record(batch)
+            replayed += len(batch)
+        except OperationalError:
+            raise
+        except Exception:
+            logger.exception("usage journal: the ledger refused replayed event(s); kept in %s", REJECTED)
+            _reject(directory, _record_line(attempt, batch))
+    return replayed
 
 
 def recover(directory: Path, record: Record = record_with_retries) -> int:
@@ -360,16 +388,14 @@ def recover(directory: Path, record: Record = record_with_retries) -> int:
                 continue  # its process is alive and folds it itself
             if os.fstat(fd).st_nlink == 0:
                 continue  # another process replayed and deleted it meanwhile
-            events = unfolded(path.read_bytes())
             try:
-                for offset in range(0, len(events), MAX_BATCH_EVENTS):
-                    record(events[offset : offset + MAX_BATCH_EVENTS])
-            except Exception:
-                logger.exception("usage journal: could not replay %s; it is kept for the next try", path.name)
+                count = _replay(directory, unfolded(path.read_bytes()), record)
+            except OperationalError:
+                logger.warning("usage journal: database unavailable; %s is kept for the next try", path.name)
                 continue
             os.unlink(path)
-            replayed += len(events)
-            logger.info("usage journal: replayed %d event(s) a stopped process left", len(events))
+            replayed += count
+            logger.info("usage journal: replayed %d event(s) a stopped process left", count)
         finally:
             os.close(fd)
     return replayed

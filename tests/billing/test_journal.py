@@ -183,6 +183,28 @@ def test_recovery_bills_what_a_killed_process_left_once(journal_dir: Path) -> No
     assert rollups_verify().equal
 
 
+def test_recovery_sets_aside_what_the_ledger_refuses_and_bills_the_rest(journal_dir: Path) -> None:
+    cluster = new_cluster().cluster
+    lines = [
+        record_line("gone", events("deleted-cluster", "r1", 5)),
+        record_line("ok", events(cluster.id, "r2", 6)),
+    ]
+    path = dead_segment(journal_dir, lines)
+    assert recover(journal_dir) == 2
+    assert billed() == {("r2", MINILM): 6, ("r2", BM25): 6}
+    assert "deleted-cluster" in (journal_dir / REJECTED).read_text()
+    assert not path.exists()  # not retried for ever
+
+
+def test_recovery_keeps_a_segment_while_the_database_is_unavailable(journal_dir: Path) -> None:
+    cluster = new_cluster().cluster
+    path = dead_segment(journal_dir, [record_line("a", events(cluster.id, "r1", 5))])
+    assert recover(journal_dir, CountingRecord(fail_first=1)) == 0
+    assert path.exists() and billed() == {}
+    assert recover(journal_dir) == 2
+    assert not path.exists() and len(billed()) == 2
+
+
 def test_a_starting_journal_replays_dead_segments_and_leaves_live_ones(journal_dir: Path) -> None:
     cluster = new_cluster().cluster
     living = UsageJournal(journal_dir)
