@@ -12,12 +12,14 @@ import pytest
 from django.apps import apps as django_apps
 from django.contrib.auth.models import User
 from django.db import connection
+from django.utils import timezone
 
 from billing.models import ModelPrice
 from billing.services import RecordResult, usage_record
 from console.clusters.models import Cluster, Membership
 from console.clusters.services import CreatedCluster, account_default_get_or_create, cluster_create
 from inference.usage import UsageEvent
+from tests.conftest import BM25, MINILM
 from tests.helpers import DataPlaneClient
 
 MXBAI = "mixedbread-ai/mxbai-embed-large-v1"  # a paid model (list price 0.10 per 1M tokens)
@@ -32,6 +34,15 @@ needs_postgresql = pytest.mark.skipif(
 def new_cluster(name: str = "billing") -> CreatedCluster:
     """A paid US cluster with inference on."""
     return cluster_create(name=name, region="us-east-1", tier="paid")
+
+
+def two_model_events(cluster_id: str, request_id: str, tokens: int) -> list[UsageEvent]:
+    """One request's usage events, as the data plane emits them: `tokens` for each of two models."""
+    now = timezone.now()
+    return [
+        UsageEvent(cluster_id=cluster_id, model=model, tokens=tokens, request_id=request_id, time=now)
+        for model in (MINILM, BM25)
+    ]
 
 
 @pytest.fixture

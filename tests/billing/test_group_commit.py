@@ -10,25 +10,15 @@ from collections.abc import Callable, Sequence
 import pytest
 from django.db import connection
 from django.db.models import Sum
-from django.utils import timezone
 
 from billing.group_commit import GroupCommit, record_with_retries
 from billing.models import UsageRecord
 from billing.services import RecordKey, rollups_verify
 from inference.usage import UsageEvent
-from tests.billing.conftest import new_cluster
+from tests.billing.conftest import new_cluster, two_model_events
 from tests.conftest import BM25, MINILM
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def events(cluster_id: str, request_id: str, tokens: int) -> list[UsageEvent]:
-    """One request's events: two models."""
-    now = timezone.now()
-    return [
-        UsageEvent(cluster_id=cluster_id, model=model, tokens=tokens, request_id=request_id, time=now)
-        for model in (MINILM, BM25)
-    ]
 
 
 class SlowFirstFlush:
@@ -70,7 +60,7 @@ def test_concurrent_requests_share_transactions_and_each_is_billed_exactly() -> 
     cluster = new_cluster().cluster
     flush = SlowFirstFlush()
     group = GroupCommit(flush)
-    results = in_threads(30, lambda i: group.record(events(cluster.pk, f"req-{i}", i + 1)))
+    results = in_threads(30, lambda i: group.record(two_model_events(cluster.pk, f"req-{i}", i + 1)))
 
     assert results == [frozenset({MINILM, BM25})] * 30  # each request learns its own models were recorded
     assert sum(flush.calls) == 60 and len(flush.calls) < 30  # merged: far fewer transactions than requests
@@ -85,7 +75,9 @@ def test_a_request_id_twice_in_one_batch_is_billed_and_credited_once() -> None:
     flush = SlowFirstFlush()
     group = GroupCommit(flush)
     # Thread 0 leads and holds its flush; threads 1-4 queue together, all with the same request id.
-    results = in_threads(5, lambda i: group.record(events(cluster.pk, "first" if i == 0 else "same", 7)))
+    results = in_threads(
+        5, lambda i: group.record(two_model_events(cluster.pk, "first" if i == 0 else "same", 7))
+    )
 
     credited = [r for r in results[1:] if r]
     assert credited == [frozenset({MINILM, BM25})]  # exactly one of the repeats recorded the tokens
@@ -100,7 +92,7 @@ def test_a_bad_event_fails_only_its_own_request() -> None:
     missing = "no-such-cluster-" + uuid.uuid4().hex[:6]  # the ledger's foreign key refuses it
 
     def work(i: int) -> frozenset[str]:
-        return group.record(events(missing if i == 3 else cluster.pk, f"req-{i}", 5))
+        return group.record(two_model_events(missing if i == 3 else cluster.pk, f"req-{i}", 5))
 
     results = in_threads(6, work)
 

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from django.db import OperationalError
 from django.db.models import Sum
-from django.utils import timezone
 
 from billing import journal
 from billing.group_commit import record_with_retries
@@ -21,19 +20,10 @@ from billing.journal import REJECTED, SUFFIX, UsageJournal, recover
 from billing.models import UsageRecord
 from billing.services import rollups_verify
 from inference.usage import UsageEvent
-from tests.billing.conftest import new_cluster
+from tests.billing.conftest import new_cluster, two_model_events
 from tests.conftest import BM25, MINILM
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def events(cluster_id: str, request_id: str, tokens: int) -> list[UsageEvent]:
-    """One request's events: two models."""
-    now = timezone.now()
-    return [
-        UsageEvent(cluster_id=cluster_id, model=model, tokens=tokens, request_id=request_id, time=now)
-        for model in (MINILM, BM25)
-    ]
 
 
 def billed() -> dict[tuple[str, str], int]:
@@ -79,7 +69,7 @@ def test_settled_usage_is_folded_once_in_shared_transactions(
     cluster = new_cluster().cluster
     attempts = {f"req-{i}": uuid.uuid4().hex for i in range(30)}
     for request_id, attempt in attempts.items():
-        usage_journal.append(attempt, events(cluster.id, request_id, 5))
+        usage_journal.append(attempt, two_model_events(cluster.id, request_id, 5))
     assert usage_journal.drain(5)
     assert billed() == {}  # held: no request has answered yet
     for attempt in attempts.values():
@@ -96,8 +86,8 @@ def test_a_cancelled_request_bills_nothing_and_its_segment_goes(
 ) -> None:
     usage_journal, _ = started
     cluster = new_cluster().cluster
-    usage_journal.append("failed", events(cluster.id, "r1", 7))
-    usage_journal.append("answered", events(cluster.id, "r2", 3))
+    usage_journal.append("failed", two_model_events(cluster.id, "r1", 7))
+    usage_journal.append("answered", two_model_events(cluster.id, "r2", 3))
     assert usage_journal.cancel("failed") == frozenset({MINILM, BM25})
     assert usage_journal.cancel("unknown") == frozenset()
     usage_journal.settle("answered")
@@ -114,7 +104,7 @@ def test_a_retry_with_the_same_request_id_is_billed_once(
     usage_journal, _ = started
     cluster = new_cluster().cluster
     for attempt in ("first", "retry"):  # an Idempotency-Key names both attempts alike
-        usage_journal.append(attempt, events(cluster.id, "key-1", 4))
+        usage_journal.append(attempt, two_model_events(cluster.id, "key-1", 4))
         usage_journal.settle(attempt)
         assert usage_journal.drain(5)
     assert billed() == {("key-1", MINILM): 4, ("key-1", BM25): 4}
@@ -126,7 +116,7 @@ def test_an_unavailable_database_delays_folding_and_loses_nothing(journal_dir: P
     usage_journal.start()
     try:
         cluster = new_cluster().cluster
-        usage_journal.append("a", events(cluster.id, "r1", 2))
+        usage_journal.append("a", two_model_events(cluster.id, "r1", 2))
         usage_journal.settle("a")
         assert usage_journal.drain(10)
     finally:
@@ -140,8 +130,9 @@ def test_an_entry_the_ledger_refuses_is_set_aside_and_the_rest_is_billed(
 ) -> None:
     usage_journal, _ = started
     cluster = new_cluster().cluster
-    usage_journal.append("gone", events("no-such-cluster", "r1", 2))  # its cluster was deleted meanwhile
-    usage_journal.append("fine", events(cluster.id, "r2", 3))
+    # Its cluster was deleted meanwhile:
+    usage_journal.append("gone", two_model_events("no-such-cluster", "r1", 2))
+    usage_journal.append("fine", two_model_events(cluster.id, "r2", 3))
     usage_journal.settle("gone")
     usage_journal.settle("fine")
     assert usage_journal.drain(10)
@@ -165,12 +156,13 @@ def record_line(attempt: str, batch: Sequence[UsageEvent]) -> bytes:
 def test_recovery_bills_what_a_killed_process_left_once(journal_dir: Path) -> None:
     cluster = new_cluster().cluster
     lines = [
-        record_line("answered", events(cluster.id, "r1", 5)),
-        record_line("in-flight", events(cluster.id, "r2", 6)),  # killed mid-request: it may have written
-        record_line("failed", events(cluster.id, "r3", 7)),
+        record_line("answered", two_model_events(cluster.id, "r1", 5)),
+        # Killed mid-request: it may have written.
+        record_line("in-flight", two_model_events(cluster.id, "r2", 6)),
+        record_line("failed", two_model_events(cluster.id, "r3", 7)),
         journal._cancel_line("failed"),
     ]
-    torn = record_line("torn", events(cluster.id, "r4", 8))[:-10]  # write(2) cut short by the kill
+    torn = record_line("torn", two_model_events(cluster.id, "r4", 8))[:-10]  # write(2) cut short by the kill
     path = dead_segment(journal_dir, [*lines, torn])
 
     assert recover(journal_dir) == 4
@@ -186,8 +178,8 @@ def test_recovery_bills_what_a_killed_process_left_once(journal_dir: Path) -> No
 def test_recovery_sets_aside_what_the_ledger_refuses_and_bills_the_rest(journal_dir: Path) -> None:
     cluster = new_cluster().cluster
     lines = [
-        record_line("gone", events("deleted-cluster", "r1", 5)),
-        record_line("ok", events(cluster.id, "r2", 6)),
+        record_line("gone", two_model_events("deleted-cluster", "r1", 5)),
+        record_line("ok", two_model_events(cluster.id, "r2", 6)),
     ]
     path = dead_segment(journal_dir, lines)
     assert recover(journal_dir) == 2
@@ -198,7 +190,7 @@ def test_recovery_sets_aside_what_the_ledger_refuses_and_bills_the_rest(journal_
 
 def test_recovery_keeps_a_segment_while_the_database_is_unavailable(journal_dir: Path) -> None:
     cluster = new_cluster().cluster
-    path = dead_segment(journal_dir, [record_line("a", events(cluster.id, "r1", 5))])
+    path = dead_segment(journal_dir, [record_line("a", two_model_events(cluster.id, "r1", 5))])
     assert recover(journal_dir, CountingRecord(fail_first=1)) == 0
     assert path.exists() and billed() == {}
     assert recover(journal_dir) == 2
@@ -210,8 +202,9 @@ def test_a_starting_journal_replays_dead_segments_and_leaves_live_ones(journal_d
     living = UsageJournal(journal_dir)
     living.start()
     try:
-        living.append("held", events(cluster.id, "live", 1))  # a request still running in a living process
-        dead_segment(journal_dir, [record_line("x", events(cluster.id, "dead", 2))])
+        # A request still running in a living process:
+        living.append("held", two_model_events(cluster.id, "live", 1))
+        dead_segment(journal_dir, [record_line("x", two_model_events(cluster.id, "dead", 2))])
         starting = UsageJournal(journal_dir)
         assert starting.start() == 2  # the dead process's events only
         starting.stop()
@@ -230,7 +223,7 @@ def test_a_full_segment_is_sealed_and_deleted_once_folded(
     monkeypatch.setattr(journal, "SEGMENT_BYTES", 600)
     cluster = new_cluster().cluster
     for i in range(12):
-        usage_journal.append(f"a{i}", events(cluster.id, f"r{i}", 1))
+        usage_journal.append(f"a{i}", two_model_events(cluster.id, f"r{i}", 1))
     assert len(list(journal_dir.glob(f"*{SUFFIX}"))) > 2  # rotated, all still held
     for i in range(12):
         usage_journal.settle(f"a{i}")
@@ -290,7 +283,7 @@ def test_the_flush_lag_says_how_long_answered_usage_has_waited(journal_dir: Path
     try:
         cluster = new_cluster().cluster
         assert usage_journal.lag() == 0
-        usage_journal.append("a", events(cluster.id, "r1", 1))
+        usage_journal.append("a", two_model_events(cluster.id, "r1", 1))
         assert usage_journal.lag() == 0  # held, not answered yet
         usage_journal.settle("a")
         time.sleep(0.2)
