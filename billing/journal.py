@@ -273,9 +273,9 @@ class UsageJournal:
         return batch
 
     def _fold(self, batch: list[_Entry]) -> None:
-        """Record a batch in one transaction; a batch the database refuses is split to find the bad entry."""
+        """Record a batch in one transaction (`_record_or_set_aside`), retried while the database is down."""
         try:
-            self._record([event for entry in batch for event in entry.events])
+            _record_or_set_aside(self.directory, self._record, [(e.line, e.events) for e in batch])
         except OperationalError:
             # The database is unavailable (record_with_retries already retried): the entries stay journaled
             # and are tried again shortly, in order.
@@ -287,19 +287,6 @@ class UsageJournal:
                 self._folding -= len(batch)
                 self._changed.notify_all()
             return
-        except Exception:
-            if len(batch) > 1:
-                with self._lock:
-                    self._folding -= len(batch)
-                for entry in batch:
-                    with self._lock:
-                        self._folding += 1
-                    self._fold([entry])
-                return
-            # Refused for good (e.g. its cluster was deleted since): kept aside for an operator, not retried
-            # forever in front of everyone else's usage.
-            logger.exception("usage journal: the ledger refused %d event(s); kept in %s", 1, REJECTED)
-            _reject(self.directory, batch[0].line)
         with self._lock:
             for entry in batch:
                 self._done(entry.segment)
@@ -312,6 +299,35 @@ class UsageJournal:
 def _reject(directory: Path, line: bytes) -> None:
     with (directory / REJECTED).open("ab") as rejected:
         rejected.write(line)
+
+
+def _record_or_set_aside(
+    directory: Path, record: Record, entries: Sequence[tuple[bytes, list[UsageEvent]]]
+) -> int:
+    """Record journal entries (line, events), `MAX_BATCH_EVENTS` per transaction; the events recorded.
+
+    OperationalError (the database is unavailable) propagates: the caller keeps the entries for a later try.
+    A batch the ledger refuses for another reason is recorded entry by entry, and an entry refused alone
+    (its cluster deleted since) is set aside in REJECTED for an operator: retried forever, it would never
+    let the rest go. Entries of the refused batch that are recorded again are billed once (the ledger is
+    unique per request id and model).
+    """
+    events = [event for _, batch in entries for event in batch]
+    try:
+        for offset in range(0, len(events), MAX_BATCH_EVENTS):
+            record(events[offset : offset + MAX_BATCH_EVENTS])
+        return len(events)
+    except OperationalError:
+        raise
+    except Exception:
+        if len(entries) == 1:
+            logger.exception(
+                "usage journal: the ledger refused %d event(s); kept in %s", len(events), REJECTED
+            )
+            _reject(directory, entries[0][0])
+            return 0
+        logger.warning("usage journal: the ledger refused a batch; recording it entry by entry")
+    return sum(_record_or_set_aside(directory, record, [entry]) for entry in entries)
 
 
 def _parse_events(rows: list[list[Any]]) -> list[UsageEvent]:
@@ -341,34 +357,6 @@ def unfolded(data: bytes) -> dict[str, list[UsageEvent]]:
     return {attempt: events for attempt, events in records.items() if attempt not in cancelled}
 
 
-def _replay(directory: Path, records: dict[str, list[UsageEvent]], record: Record) -> int:
-    """Record a dead segment's events (OperationalError: the database is unavailable, try again later).
-
-    A batch the ledger refuses for another reason is recorded attempt by attempt, and an attempt refused
-    alone is set aside in REJECTED, as the flusher does: retried forever, it would never let the rest go.
-    """
-    events = [event for batch in records.values() for event in batch]
-    try:
-        for offset in range(0, len(events), MAX_BATCH_EVENTS):
-            record(events[offset : offset + MAX_BATCH_EVENTS])
-        return len(events)
-    except OperationalError:
-        raise
-    except Exception:
-        logger.warning("usage journal: the ledger refused a replayed batch; replaying request by request")
-    replayed = 0
-    for attempt, batch in records.items():
-        try:
-            record(batch)
-            replayed += len(batch)
-        except OperationalError:
-            raise
-        except Exception:
-            logger.exception("usage journal: the ledger refused replayed event(s); kept in %s", REJECTED)
-            _reject(directory, _record_line(attempt, batch))
-    return replayed
-
-
 def recover(directory: Path, record: Record = record_with_retries) -> int:
     """Bill and delete every segment in `directory` that no living process holds; the events replayed.
 
@@ -389,7 +377,10 @@ def recover(directory: Path, record: Record = record_with_retries) -> int:
             if os.fstat(fd).st_nlink == 0:
                 continue  # another process replayed and deleted it meanwhile
             try:
-                count = _replay(directory, unfolded(path.read_bytes()), record)
+                entries = [
+                    (_record_line(a, events), events) for a, events in unfolded(path.read_bytes()).items()
+                ]
+                count = _record_or_set_aside(directory, record, entries)
             except OperationalError:
                 logger.warning("usage journal: database unavailable; %s is kept for the next try", path.name)
                 continue
