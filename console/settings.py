@@ -290,6 +290,8 @@ INFERENCE_TOKEN_BUDGET = env_int("INFERENCE_TOKEN_BUDGET", 1024, minimum=1)
 # Inputs waiting for a worker, at most; beyond that requests get 429 with Retry-After at once.
 INFERENCE_QUEUE_MAX = env_int("INFERENCE_QUEUE_MAX", 1024, minimum=1)
 INFERENCE_ONNX_ARENA = env_bool("INFERENCE_ONNX_ARENA", True)  # onnxruntime's CPU memory arena
+# Text batches packed end to end without padding where a model allows it (inference/engine/packing.py).
+INFERENCE_PACKING = env_bool("INFERENCE_PACKING", True)
 # Nice value of the ONNX worker threads (0-19; Linux applies it per thread): under load the request threads
 # and Edge's search thread run first and the models take the rest of the CPU, so a thread holding the GIL
 # is not preempted by model compute (an Edge query's p99 under two busy cores: 4.2 ms at 0, 0.18 ms at 10).

@@ -227,6 +227,7 @@ def _build_engine() -> Engine:
             onnx_threads=settings.INFERENCE_ONNX_THREADS,
             solo_threads=settings.INFERENCE_SOLO_THREADS,
             memory_arena=settings.INFERENCE_ONNX_ARENA,
+            packing=settings.INFERENCE_PACKING,
             fetch_policy=_fetch_policy(),
         ),
         batching=BatchSettings(

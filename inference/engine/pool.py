@@ -55,6 +55,7 @@ class RunnerSettings:
     onnx_threads: int = 1
     solo_threads: int = 0  # intra-op threads for a text batch run while the rest of the pool idles; 0: off
     memory_arena: bool = True
+    packing: bool = True  # padding-free text batches where the model's graph allows them (packing.py)
     fetch_policy: FetchPolicy = field(default_factory=FetchPolicy)
 
 
@@ -93,6 +94,7 @@ class RunnerRegistry:
                 threads=self.settings.onnx_threads,
                 memory_arena=self.settings.memory_arena,
                 solo_threads=self.settings.solo_threads,
+                packing=self.settings.packing,
             )
         if spec.runtime is Runtime.ONNX_IMAGE:
             from .clip import OnnxImageRunner

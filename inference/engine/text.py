@@ -9,6 +9,8 @@ so that truncation follows the catalog's context window. The vectors equal faste
 from __future__ import annotations
 
 import json
+import logging
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,20 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
+from .packing import BIAS_INPUT, POSITION_INPUT, pack, pool_spans, write_packed_graph
 from .runner import options_or_empty
 from .types import EmbedRequest, EmbedResult, EngineUnavailable, InputType, InvalidInput, Kind, ModelSpec
+
+logger = logging.getLogger(__name__)
+
+# Texts the packed graph must embed as the original does before it is used (text.py's OnnxTextRunner):
+# different lengths, so that one packed row holds several inputs with their positions restarting.
+PACKING_PROBE = (
+    "a",
+    "The quick brown fox jumps over the lazy dog while the vector database answers another query.",
+    "vector search",
+)
+PACKING_MIN_COSINE = 0.99999
 
 
 def make_session(
@@ -127,20 +141,11 @@ class OnnxTextRunner:
         threads: int = 1,
         memory_arena: bool = True,
         solo_threads: int = 0,
+        packing: bool = True,
     ) -> None:
         self.spec = spec
-        self.session = make_session(model_dir / "model.onnx", threads, memory_arena=memory_arena)
-        # A second session of the same file spread over `solo_threads` cores, for a batch that runs while
-        # the rest of the pool is idle: a lone short query is latency-bound, and one thread leaves the
-        # other cores idle (MiniLM-L6 int8, one sentence, quiet machine: 6.3 ms on one thread, 3.4 ms on
-        # two). Its threads spin between runs, as onnxruntime's do by default: waking sleeping ones cost a
-        # lone query ~1.2 ms (4.35 -> 3.13 ms p50). Under load lone batches are rare (~1.5/s with 16
-        # clients), so the spinning showed no CPU cost there (bench/dataplane.py's concurrent phase).
-        self.solo_session = (
-            make_session(model_dir / "model.onnx", solo_threads, memory_arena=memory_arena)
-            if solo_threads > threads
-            else None
-        )
+        path = model_dir / "model.onnx"
+        self.session = make_session(path, threads, memory_arena=memory_arena)
         self.tokenizer = load_tokenizer(model_dir, spec.context_window)
         self._pad_id = int((self.tokenizer.padding or {}).get("pad_id", 0))
         self._input_names = {i.name for i in self.session.get_inputs()}
@@ -148,6 +153,73 @@ class OnnxTextRunner:
         if spec.onnx_output is not None and spec.onnx_output not in outputs:
             raise EngineUnavailable(f"Model {spec.name} has no output {spec.onnx_output!r} (has {outputs})")
         self._output = spec.onnx_output or outputs[0]
+        # Padding-free batches (packing.py) when the graph can be rewired for them and the rewired graph
+        # embeds the probe texts as the original does; otherwise padded batches, as before.
+        with tempfile.TemporaryDirectory(prefix="packed-graph-") as scratch:
+            graph = (
+                self._swap_in_packed_graph(path, Path(scratch), threads, memory_arena) if packing else None
+            )
+            self.packed = graph is not None
+            self.solo_session = self._solo_session(graph or path, threads, solo_threads, memory_arena)
+
+    @staticmethod
+    def _solo_session(
+        model: Path, threads: int, solo_threads: int, memory_arena: bool
+    ) -> ort.InferenceSession | None:
+        # A second session of the same graph spread over `solo_threads` cores, for a batch that runs while
+        # the rest of the pool is idle: a lone short query is latency-bound, and one thread leaves the
+        # other cores idle (MiniLM-L6 int8, one sentence, quiet machine: 6.3 ms on one thread, 3.4 ms on
+        # two). Its threads spin between runs, as onnxruntime's do by default: waking sleeping ones cost a
+        # lone query ~1.2 ms (4.35 -> 3.13 ms p50). Under load lone batches are rare (~1.5/s with 16
+        # clients), so the spinning showed no CPU cost there (bench/dataplane.py's concurrent phase).
+        return (
+            make_session(model, solo_threads, memory_arena=memory_arena) if solo_threads > threads else None
+        )
+
+    def _swap_in_packed_graph(
+        self, path: Path, scratch: Path, threads: int, memory_arena: bool
+    ) -> Path | None:
+        """Replace the session by one of the packed graph if it fits and agrees with the original; the
+        packed graph's file (in `scratch`) when it did.
+
+        The graph goes through a file, not bytes in memory: onnxruntime loading bytes kept the process's
+        peak memory ~40 MiB higher (the serialized model, and the heap it had grown into, stay).
+        """
+        if self.spec.pooling not in ("mean", "cls"):
+            return None
+        graph = scratch / "model.onnx"
+        try:
+            fits = write_packed_graph(path, self._output, graph)
+        except OSError as exc:  # no room for the rewired copy: padded batches still work
+            logger.warning("Model %s: packed graph not written (%s); padded batches", self.spec.name, exc)
+            return None
+        if not fits:
+            logger.info("Model %s: graph does not fit padding-free batches; padded batches", self.spec.name)
+            return None
+        probe = [EmbedRequest(self.spec.name, Kind.DOCUMENT, InputType.TEXT, text) for text in PACKING_PROBE]
+        expected = np.array([r.vector for r in self._embed_padded(self.session, probe)])
+        # The original session goes before the packed one loads: both at once would raise the process's
+        # peak memory by a copy of the weights.
+        del self.session
+        try:
+            self.session = make_session(graph, threads, memory_arena=memory_arena)
+            self._input_names = {i.name for i in self.session.get_inputs()}
+            got = np.array([r.vector for r in self._embed_packed(self.session, probe)])
+            norms = np.linalg.norm(expected, axis=1) * np.linalg.norm(got, axis=1)
+            cosine = float(np.min(np.sum(expected * got, axis=1) / np.clip(norms, 1e-12, None)))
+        except Exception as exc:  # a rewired graph onnxruntime cannot load or run: onnxruntime's own errors
+            logger.warning("Model %s: packed graph failed (%s); padded batches", self.spec.name, exc)
+            cosine = -1.0
+        if cosine < PACKING_MIN_COSINE:
+            logger.warning(
+                "Model %s: packed graph disagrees with the original (cosine %.6f); padded batches",
+                self.spec.name,
+                cosine,
+            )
+            self.session = make_session(path, threads, memory_arena=memory_arena)
+            self._input_names = {i.name for i in self.session.get_inputs()}
+            return None
+        return graph
 
     def check(self, request: EmbedRequest) -> None:
         """Text only, and no options: these models take none, and a typo should not pass silently."""
@@ -161,11 +233,41 @@ class OnnxTextRunner:
         """Embed one batch: tokenize (truncating), run the encoder, pool, normalize."""
         if not requests:
             return []
+        session = self.solo_session if alone and self.solo_session is not None else self.session
+        if self.packed:
+            return self._embed_packed(session, requests)
+        return self._embed_padded(session, requests)
+
+    def _encode(self, requests: Sequence[EmbedRequest]) -> list[Encoding]:
         # One text at a time, not `encode_batch`: that hands even a few short texts to the tokenizers'
         # thread pool and waits for it, which under load cost ~1 ms a batch (14% of a worker's samples)
-        # for ~0.04 ms of work per text. Right-padded to the longest here, as `encode_batch` would.
+        # for ~0.04 ms of work per text.
         window = self.spec.context_window
-        encodings = [head_tokens(self.tokenizer, self._prepare(r), window) for r in requests]
+        return [head_tokens(self.tokenizer, self._prepare(r), window) for r in requests]
+
+    def _embed_packed(
+        self, session: ort.InferenceSession, requests: Sequence[EmbedRequest]
+    ) -> list[EmbedResult]:
+        encodings = self._encode(requests)
+        batch = pack([e.ids for e in encodings], self._pad_id)
+        feeds: dict[str, Any] = {
+            "input_ids": batch.input_ids,
+            POSITION_INPUT: batch.position_ids,
+            BIAS_INPUT: batch.attention_bias,
+        }
+        if "token_type_ids" in self._input_names:
+            feeds["token_type_ids"] = np.zeros_like(batch.input_ids)
+        (output,) = session.run([self._output], feeds)
+        pooled = pool_spans(np.asarray(output, dtype=np.float32), batch.spans, self.spec.pooling)
+        vectors = self._normalize(pooled)
+        return [
+            EmbedResult(vector=v.tolist(), tokens=len(e.ids)) for v, e in zip(vectors, encodings, strict=True)
+        ]
+
+    def _embed_padded(
+        self, session: ort.InferenceSession, requests: Sequence[EmbedRequest]
+    ) -> list[EmbedResult]:
+        encodings = self._encode(requests)  # right-padded to the longest here, as `encode_batch` would
         longest = max(len(e.ids) for e in encodings)
         input_ids = np.full((len(encodings), longest), self._pad_id, dtype=np.int64)
         attention = np.zeros((len(encodings), longest), dtype=np.int64)
@@ -177,9 +279,8 @@ class OnnxTextRunner:
             feeds["attention_mask"] = attention
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
-        session = self.solo_session if alone and self.solo_session is not None else self.session
         (output,) = session.run([self._output], feeds)
-        vectors = self._pool(np.asarray(output, dtype=np.float32), attention)
+        vectors = self._normalize(self._pool(np.asarray(output, dtype=np.float32), attention))
         tokens = attention.sum(axis=1)
         return [EmbedResult(vector=v.tolist(), tokens=int(t)) for v, t in zip(vectors, tokens, strict=True)]
 
@@ -196,7 +297,9 @@ class OnnxTextRunner:
                 pooled = (output * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
         else:
             pooled = output
-        if self.spec.normalize:
-            norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-            pooled = pooled / np.clip(norms, 1e-12, None)
         return pooled
+
+    def _normalize(self, pooled: np.ndarray) -> np.ndarray:
+        if not self.spec.normalize:
+            return pooled
+        return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)

@@ -1,0 +1,123 @@
+"""Padding-free batches (inference/engine/packing.py): the packing itself, and packed runners that embed
+exactly as padded ones do on the real models, or are not used."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from inference import catalog
+from inference.engine import text
+from inference.engine.packing import MASKED, pack, write_packed_graph
+from inference.engine.text import OnnxTextRunner
+from inference.engine.types import EmbedRequest, InputType, Kind
+from tests.conftest import MINILM, MINILM_L3
+
+
+def test_inputs_are_packed_into_balanced_rows_each_seeing_only_itself() -> None:
+    inputs = [[11, 12, 13, 14, 15], [21, 22, 23], list(range(100, 130)), [31, 32]]
+    batch = pack(inputs, pad_id=0, row_tokens=8)
+    # 40 tokens in rows of at most 30 (the longest input): 2 rows, the longest alone in one
+    assert batch.input_ids.shape == (2, 30)
+    row, start, end = batch.spans[2]
+    assert (row, start, end) == (0, 0, 30)
+    assert {batch.spans[i][0] for i in (0, 1, 3)} == {1}
+    for index, ids in enumerate(inputs):
+        row, start, end = batch.spans[index]
+        assert batch.input_ids[row, start:end].tolist() == ids
+        assert batch.position_ids[row, start:end].tolist() == list(range(len(ids)))  # positions restart
+    row, start, end = batch.spans[0]
+    _, other_start, other_end = batch.spans[1]
+    bias = batch.attention_bias[row, 0]
+    assert (bias[start:end, start:end] == 0).all()  # an input sees all of itself
+    assert (bias[start:end, other_start:other_end] == MASKED).all()  # and nothing of its neighbours
+    assert (bias[start:end, 10:] == MASKED).all()  # nor the padding at the row's end
+    assert batch.input_ids[1, 10:].tolist() == [0] * 20
+
+
+def test_rows_are_filled_longest_first_into_the_shortest_row() -> None:
+    batch = pack([[1] * 60, [2] * 50, [3] * 40, [4] * 30, [5] * 20, [6] * 10], pad_id=0, row_tokens=128)
+    # 210 tokens -> 2 rows: 60+30+20 and 50+40+10, 110 and 100 tokens, instead of 6 x 60 padded
+    assert batch.input_ids.shape == (2, 110)
+
+
+def requests(model: str) -> list[EmbedRequest]:
+    texts = [
+        "",
+        "x",
+        "Qdrant is a vector database written in Rust.",
+        "short query",
+        "word " * 400,  # truncated to the context window: a row of its own
+        *(f"sentence number {i} about vector search and embeddings" for i in range(20)),
+    ]
+    return [EmbedRequest(model, Kind.DOCUMENT, InputType.TEXT, t) for t in texts]
+
+
+@pytest.mark.parametrize("model", [MINILM, MINILM_L3])
+def test_packed_batches_embed_as_padded_ones(models_dir: Path, model: str) -> None:
+    spec = catalog.find(model).spec  # type: ignore[union-attr]
+    path = catalog.installed_path(models_dir, model)
+    assert path is not None
+    packed = OnnxTextRunner(spec, path, packing=True, solo_threads=2)
+    padded = OnnxTextRunner(spec, path, packing=False)
+    assert packed.packed and not padded.packed
+    assert packed.solo_session is not None
+    assert {i.name for i in packed.session.get_inputs()} >= {"packed_position_ids", "packed_attention_bias"}
+    batch = requests(model)
+    for got, expected in (
+        (packed.embed(batch), padded.embed(batch)),
+        (packed.embed(batch[:4], alone=True), padded.embed(batch[:4])),  # the solo session is packed too
+    ):
+        assert [r.tokens for r in got] == [r.tokens for r in expected]  # billing unchanged
+        for a, b in zip(got, expected, strict=True):
+            va, vb = np.asarray(a.vector), np.asarray(b.vector)
+            assert float(va @ vb / (np.linalg.norm(va) * np.linalg.norm(vb))) >= 0.99999
+
+
+def test_a_graph_without_attention_does_not_fit(tmp_path: Path) -> None:
+    table = helper.make_tensor("embeddings.word_embeddings.weight", TensorProto.FLOAT, [10, 4], [0.1] * 40)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["embeddings.word_embeddings.weight", "input_ids"], ["out"])],
+        "lookup",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "s"])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["b", "s", 4])],
+        [table],
+    )
+    source = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph), str(source))
+    assert not write_packed_graph(source, "out", tmp_path / "packed.onnx")
+    assert not (tmp_path / "packed.onnx").exists()
+
+
+def test_a_packed_graph_that_disagrees_with_the_original_is_not_used(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    l6, l3 = (catalog.installed_path(models_dir, m) for m in (MINILM, MINILM_L3))
+    assert l6 is not None and l3 is not None
+    l3_output = catalog.find(MINILM_L3).spec.onnx_output  # type: ignore[union-attr]
+
+    def wrong_model(source: Path, output: str, destination: Path) -> bool:
+        # A real packed graph of another model with the same inputs and width, its output renamed to the
+        # one asked for: it loads and runs, and embeds differently.
+        assert write_packed_graph(l3 / "model.onnx", l3_output or output, destination)
+        model = onnx.load(str(destination))
+        old = model.graph.output[0].name
+        model.graph.output[0].name = output
+        for node in model.graph.node:
+            node.output[:] = [output if name == old else name for name in node.output]
+            node.input[:] = [output if name == old else name for name in node.input]
+        onnx.save(model, str(destination))
+        return True
+
+    monkeypatch.setattr(text, "write_packed_graph", wrong_model)
+    spec = catalog.find(MINILM).spec  # type: ignore[union-attr]
+    runner = OnnxTextRunner(spec, l6)
+    assert not runner.packed
+    assert "attention_mask" in {i.name for i in runner.session.get_inputs()}  # the original graph is back
+    padded = OnnxTextRunner(spec, l6, packing=False)
+    batch = requests(MINILM)
+    assert [r.vector for r in runner.embed(batch)] == [r.vector for r in padded.embed(batch)]
