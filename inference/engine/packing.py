@@ -2,12 +2,12 @@
 
 A padded batch costs `inputs x longest` tokens of model compute, though only the real tokens are wanted:
 short sentences of 11-31 tokens waste 17% of it in batches of 4 and 28% in batches of 32. Like TEI's
-padding-free batching, we pack the inputs of a batch into a few rows instead. Each input keeps its own
+padding-free batching, we pack the inputs of a batch into fewer rows instead. Each input keeps its own
 positions (0, 1, ...) and attends only to its own tokens, through an additive attention bias that masks
 every other input of its row, so its output is the one it would have alone (float rounding aside).
 
 The exported graphs take an `attention_mask` of shape (batch, sequence), which cannot say "these tokens
-belong together", so `packed_graph` rewires a copy: the position-embedding lookup reads a new input
+belong together", so `write_packed_graph` rewires a copy: the position-embedding lookup reads a new input
 `packed_position_ids`, and every attention's score bias (the term added before its Softmax) is a new
 input `packed_attention_bias` of shape (rows, 1, sequence, sequence). A graph this does not fit is
 refused, and the runner checks the rewired graph against the original before using it (text.py).
@@ -25,10 +25,13 @@ import numpy as np
 
 POSITION_INPUT = "packed_position_ids"
 BIAS_INPUT = "packed_attention_bias"
-# Tokens per packed row. Attention costs grow with the square of a row's length, padding with the number of
-# rows: 64-256 measured alike for short sentences (MiniLM-L6, one thread, batches of 2-32: 14-20% less CPU
-# per text than padded batches); an input longer than this gets a row of its own length.
-ROW_TOKENS = 128
+# Row widths tried besides the longest input's (`pack` keeps the cheapest layout). Wider rows
+# hold more short inputs, so less padding, but each token attends over the whole row.
+ROW_WIDTHS = (64, 128)
+# The row width at which a token's attention work would equal the rest of its layer's: the dense layers
+# cost ~3.5 MFLOP a token for a 384-wide MiniLM, attention ~1.5 kFLOP per token of the row plus the
+# element-wise passes over the scores. Only the ratio matters when layouts are compared.
+ATTENTION_WIDTH = 1400
 # What a masked score gets: the most negative float32, as transformers' own extended attention masks do, so
 # that Softmax gives it exactly 0 (never -inf: a row with every score masked would give NaN).
 MASKED = float(np.finfo(np.float32).min)
@@ -121,21 +124,19 @@ class PackedBatch:
     spans: list[tuple[int, int, int]]
 
 
-def pack(token_ids: Sequence[Sequence[int]], pad_id: int, row_tokens: int = ROW_TOKENS) -> PackedBatch:
-    """Pack inputs into as few rows as `row_tokens` allow (or the longest input), balanced in length.
+def pack(token_ids: Sequence[Sequence[int]], pad_id: int) -> PackedBatch:
+    """Pack inputs into rows: the cheapest of the layouts `_first_fit` gives for the longest input's width
+    and each of ROW_WIDTHS (wider ones only), by `_layout_cost`.
 
-    Longest first, each into the shortest row so far: the rows come out nearly equal, so the padding that
-    evens them out is small. Padding tokens form a segment of their own, which no input attends to.
+    Inputs of nearly one length (the pool batches them so when it can) stay one to a row, like a padded
+    batch; inputs of mixed lengths share rows. Padding tokens form a segment of their own, which no input
+    attends to.
     """
     lengths = [len(ids) for ids in token_ids]
-    capacity = max(row_tokens, max(lengths))
-    rows: list[list[int]] = [[] for _ in range(-(-sum(lengths) // capacity))]
-    filled = [0] * len(rows)
-    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        row = filled.index(min(filled))
-        rows[row].append(index)
-        filled[row] += lengths[index]
-    width = max(filled)
+    longest = max(lengths)
+    widths = sorted({longest, *(w for w in ROW_WIDTHS if w > longest)})
+    rows = min((_first_fit(lengths, width) for width in widths), key=lambda r: _layout_cost(r, lengths))
+    width = max(sum(lengths[i] for i in row) for row in rows)
     input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     position_ids = np.zeros((len(rows), width), dtype=np.int64)
     segment = np.full((len(rows), width), -1, dtype=np.int64)
@@ -152,6 +153,27 @@ def pack(token_ids: Sequence[Sequence[int]], pad_id: int, row_tokens: int = ROW_
     same = segment[:, :, None] == segment[:, None, :]
     bias = np.where(same, np.float32(0.0), np.float32(MASKED))[:, None, :, :]
     return PackedBatch(input_ids, position_ids, bias, spans)
+
+
+def _first_fit(lengths: Sequence[int], width: int) -> list[list[int]]:
+    """Input indexes in rows of at most `width` tokens: longest first, each into the first row with room."""
+    rows: list[list[int]] = []
+    filled: list[int] = []
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        row = next((r for r, used in enumerate(filled) if used + lengths[index] <= width), len(rows))
+        if row == len(rows):
+            rows.append([])
+            filled.append(0)
+        rows[row].append(index)
+        filled[row] += lengths[index]
+    return rows
+
+
+def _layout_cost(rows: Sequence[Sequence[int]], lengths: Sequence[int]) -> float:
+    """Model work for a layout, relative: the tokens it computes (padding included), each dearer the wider
+    its row (attention)."""
+    width = max(sum(lengths[i] for i in row) for row in rows)
+    return len(rows) * width * (1 + width / ATTENTION_WIDTH)
 
 
 def pool_spans(output: np.ndarray, spans: Sequence[tuple[int, int, int]], pooling: str) -> np.ndarray:

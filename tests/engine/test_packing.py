@@ -18,31 +18,37 @@ from inference.engine.types import EmbedRequest, InputType, Kind
 from tests.conftest import MINILM, MINILM_L3
 
 
-def test_inputs_are_packed_into_balanced_rows_each_seeing_only_itself() -> None:
+def test_short_inputs_share_a_row_each_seeing_only_itself() -> None:
     inputs = [[11, 12, 13, 14, 15], [21, 22, 23], list(range(100, 130)), [31, 32]]
-    batch = pack(inputs, pad_id=0, row_tokens=8)
-    # 40 tokens in rows of at most 30 (the longest input): 2 rows, the longest alone in one
-    assert batch.input_ids.shape == (2, 30)
-    row, start, end = batch.spans[2]
-    assert (row, start, end) == (0, 0, 30)
-    assert {batch.spans[i][0] for i in (0, 1, 3)} == {1}
+    batch = pack(inputs, pad_id=0)
+    assert batch.input_ids.shape == (1, 40)  # 40 tokens in one row, where padded would be 4 x 30
     for index, ids in enumerate(inputs):
         row, start, end = batch.spans[index]
         assert batch.input_ids[row, start:end].tolist() == ids
         assert batch.position_ids[row, start:end].tolist() == list(range(len(ids)))  # positions restart
-    row, start, end = batch.spans[0]
-    _, other_start, other_end = batch.spans[1]
-    bias = batch.attention_bias[row, 0]
-    assert (bias[start:end, start:end] == 0).all()  # an input sees all of itself
-    assert (bias[start:end, other_start:other_end] == MASKED).all()  # and nothing of its neighbours
-    assert (bias[start:end, 10:] == MASKED).all()  # nor the padding at the row's end
-    assert batch.input_ids[1, 10:].tolist() == [0] * 20
+    bias = batch.attention_bias[0, 0]
+    for index, (_, start, end) in enumerate(batch.spans):
+        assert (bias[start:end, start:end] == 0).all()  # an input sees all of itself
+        for _, other_start, other_end in batch.spans[:index] + batch.spans[index + 1 :]:
+            assert (bias[start:end, other_start:other_end] == MASKED).all()  # and none of its neighbours
 
 
-def test_rows_are_filled_longest_first_into_the_shortest_row() -> None:
-    batch = pack([[1] * 60, [2] * 50, [3] * 40, [4] * 30, [5] * 20, [6] * 10], pad_id=0, row_tokens=128)
-    # 210 tokens -> 2 rows: 60+30+20 and 50+40+10, 110 and 100 tokens, instead of 6 x 60 padded
-    assert batch.input_ids.shape == (2, 110)
+def test_padding_is_never_seen_and_never_more_than_a_padded_batch_would_have() -> None:
+    lengths = [60, 50, 40, 30, 20, 10]
+    batch = pack([[i + 1] * n for i, n in enumerate(lengths)], pad_id=0)
+    rows, width = batch.input_ids.shape
+    assert rows * width < len(lengths) * max(lengths)  # 4 x 60 here, against 6 x 60 padded
+    assert width == max(lengths)  # no row wider than the longest input: attention costs as padded
+    for row, start, end in batch.spans:
+        padding = batch.input_ids[row] == 0
+        assert not padding[start:end].any()
+        assert (batch.attention_bias[row, 0, start:end][:, padding] == MASKED).all()
+
+
+def test_inputs_of_one_length_stay_one_to_a_row_as_in_a_padded_batch() -> None:
+    # Packing 6 of them into a 128-token row would save no padding and make every token attend wider.
+    batch = pack([[7] * 20] * 16, pad_id=0)
+    assert batch.input_ids.shape == (16, 20)
 
 
 def requests(model: str) -> list[EmbedRequest]:
