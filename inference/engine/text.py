@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
-from .packing import BIAS_INPUT, POSITION_INPUT, pack, pool_spans, write_packed_graph
+from .packing import BIAS_INPUT, POSITION_INPUT, pack, pool_spans, write_packed_graph_apart
 from .runner import options_or_empty
 from .types import EmbedRequest, EmbedResult, EngineUnavailable, InputType, InvalidInput, Kind, ModelSpec
 
@@ -182,15 +183,15 @@ class OnnxTextRunner:
         """Replace the session by one of the packed graph if it fits and agrees with the original; the
         packed graph's file (in `scratch`) when it did.
 
-        The graph goes through a file, not bytes in memory: onnxruntime loading bytes kept the process's
-        peak memory ~40 MiB higher (the serialized model, and the heap it had grown into, stay).
+        The graph is rewritten in a child process and loaded from a file, not from bytes in memory: either
+        way this process's peak memory would rise by the parsed model (~60 MiB for MiniLM-L6 in a server).
         """
         if self.spec.pooling not in ("mean", "cls"):
             return None
         graph = scratch / "model.onnx"
         try:
-            fits = write_packed_graph(path, self._output, graph)
-        except OSError as exc:  # no room for the rewired copy: padded batches still work
+            fits = write_packed_graph_apart(path, self._output, graph)
+        except (OSError, subprocess.SubprocessError) as exc:  # no room for the copy, say: padded batches work
             logger.warning("Model %s: packed graph not written (%s); padded batches", self.spec.name, exc)
             return None
         if not fits:

@@ -119,7 +119,7 @@ def test_a_packed_graph_that_disagrees_with_the_original_is_not_used(
         onnx.save(model, str(destination))
         return True
 
-    monkeypatch.setattr(text, "write_packed_graph", wrong_model)
+    monkeypatch.setattr(text, "write_packed_graph_apart", wrong_model)
     spec = catalog.find(MINILM).spec  # type: ignore[union-attr]
     runner = OnnxTextRunner(spec, l6)
     assert not runner.packed
