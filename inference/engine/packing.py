@@ -148,54 +148,71 @@ class PackedBatch:
 
 
 def pack(token_ids: Sequence[Sequence[int]], pad_id: int) -> PackedBatch:
-    """Pack inputs into rows: the cheapest of the layouts `_first_fit` gives for the longest input's width
-    and each of ROW_WIDTHS (wider ones only), by `_layout_cost`.
+    """Pack inputs into rows: the cheapest, by `_layout_cost`, of the layouts `_first_fit` gives for the
+    longest input's width and for each wider one of ROW_WIDTHS.
 
     Inputs of nearly one length (the pool batches them so when it can) stay one to a row, like a padded
     batch; inputs of mixed lengths share rows. Padding tokens form a segment of their own, which no input
-    attends to.
+    attends to. Plain lists first and one array each at the end: this runs in a worker holding the GIL
+    (16 inputs: ~0.2 ms with an array write per input, ~0.06 ms so).
     """
     lengths = [len(ids) for ids in token_ids]
     longest = max(lengths)
-    widths = sorted({longest, *(w for w in ROW_WIDTHS if w > longest)})
-    rows = min((_first_fit(lengths, width) for width in widths), key=lambda r: _layout_cost(r, lengths))
-    width = max(sum(lengths[i] for i in row) for row in rows)
-    input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    position_ids = np.zeros((len(rows), width), dtype=np.int64)
-    segment = np.full((len(rows), width), -1, dtype=np.int64)
+    order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
+    layouts = [_first_fit(lengths, order, w) for w in (longest, *(w for w in ROW_WIDTHS if w > longest))]
+    rows, filled = min(layouts, key=_layout_cost)
+    width = max(filled)
+    flat_ids: list[int] = []
+    positions: list[int] = []
+    segments: list[int] = []
     spans = [(0, 0, 0)] * len(lengths)
     for row, members in enumerate(rows):
         start = 0
         for index in members:
-            end = start + lengths[index]
-            input_ids[row, start:end] = token_ids[index]
-            position_ids[row, start:end] = np.arange(lengths[index])
-            segment[row, start:end] = index
-            spans[index] = (row, start, end)
-            start = end
-    same = segment[:, :, None] == segment[:, None, :]
-    bias = np.where(same, np.float32(0.0), np.float32(MASKED))[:, None, :, :]
-    return PackedBatch(input_ids, position_ids, bias, spans)
+            length = lengths[index]
+            flat_ids.extend(token_ids[index])
+            positions.extend(range(length))
+            segments.extend([index] * length)
+            spans[index] = (row, start, start + length)
+            start += length
+        padding = width - start
+        flat_ids.extend([pad_id] * padding)
+        positions.extend([0] * padding)
+        segments.extend([-1] * padding)
+    shape = (len(rows), width)
+    segment = np.array(segments, dtype=np.int64).reshape(shape)
+    bias = (segment[:, :, None] != segment[:, None, :]) * np.float32(MASKED)  # 0 within an input
+    return PackedBatch(
+        np.array(flat_ids, dtype=np.int64).reshape(shape),
+        np.array(positions, dtype=np.int64).reshape(shape),
+        bias[:, None, :, :],
+        spans,
+    )
 
 
-def _first_fit(lengths: Sequence[int], width: int) -> list[list[int]]:
-    """Input indexes in rows of at most `width` tokens: longest first, each into the first row with room."""
+def _first_fit(lengths: Sequence[int], order: Sequence[int], width: int) -> tuple[list[list[int]], list[int]]:
+    """Input indexes in rows of at most `width` tokens, and each row's tokens: in `order` (longest first),
+    each input into the first row with room."""
     rows: list[list[int]] = []
     filled: list[int] = []
-    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        row = next((r for r, used in enumerate(filled) if used + lengths[index] <= width), len(rows))
-        if row == len(rows):
-            rows.append([])
-            filled.append(0)
-        rows[row].append(index)
-        filled[row] += lengths[index]
-    return rows
+    for index in order:
+        length = lengths[index]
+        for row, used in enumerate(filled):
+            if used + length <= width:
+                rows[row].append(index)
+                filled[row] = used + length
+                break
+        else:
+            rows.append([index])
+            filled.append(length)
+    return rows, filled
 
 
-def _layout_cost(rows: Sequence[Sequence[int]], lengths: Sequence[int]) -> float:
+def _layout_cost(layout: tuple[list[list[int]], list[int]]) -> float:
     """Model work for a layout, relative: the tokens it computes (padding included), each dearer the wider
     its row (attention)."""
-    width = max(sum(lengths[i] for i in row) for row in rows)
+    rows, filled = layout
+    width = max(filled)
     return len(rows) * width * (1 + width / ATTENTION_WIDTH)
 
 
