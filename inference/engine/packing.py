@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ def write_packed_graph(source: Path, output: str, destination: Path) -> bool:
         return False
     del graph.output[:]
     graph.output.extend(kept_outputs)
-    producers = {output: node for node in graph.node for output in node.output}
+    producers = {name: node for node in graph.node for name in node.output}
     from_tokens = _data_dependent(graph, "input_ids")
 
     positions = [n for n in graph.node if n.op_type == "Gather" and "position_embeddings" in n.input[0]]
@@ -107,10 +108,10 @@ def write_packed_graph_apart(source: Path, output: str, destination: Path) -> bo
     raise OSError(f"rewriting the graph failed: {child.stderr.strip()[-500:]}")
 
 
-def _data_dependent(graph: object, source: str) -> set[str]:
+def _data_dependent(graph: Any, source: str) -> set[str]:
     """Tensors whose values depend on `source`; dependence through a Shape node alone does not count."""
     reached = {source}
-    for node in graph.node:  # type: ignore[attr-defined]  # onnx nodes are in topological order
+    for node in graph.node:  # onnx nodes are in topological order
         if node.op_type in ("Shape", "Size"):
             continue
         if any(name in reached for name in node.input):
@@ -118,19 +119,19 @@ def _data_dependent(graph: object, source: str) -> set[str]:
     return reached
 
 
-def _prune(graph: object) -> None:
+def _prune(graph: Any) -> None:
     """Drop the nodes, initializers and inputs no output needs any more (the old mask's computation)."""
-    needed = {output.name for output in graph.output}  # type: ignore[attr-defined]
+    needed = {output.name for output in graph.output}
     kept = []
-    for node in reversed(graph.node):  # type: ignore[attr-defined]
+    for node in reversed(graph.node):
         if any(name in needed for name in node.output):
             kept.append(node)
             needed.update(node.input)
     kept.reverse()
     for field, keep in (
         ("node", kept),
-        ("initializer", [i for i in graph.initializer if i.name in needed]),  # type: ignore[attr-defined]
-        ("input", [i for i in graph.input if i.name in needed]),  # type: ignore[attr-defined]
+        ("initializer", [i for i in graph.initializer if i.name in needed]),
+        ("input", [i for i in graph.input if i.name in needed]),
     ):
         items = getattr(graph, field)
         del items[:]
@@ -220,7 +221,8 @@ def pool_spans(output: np.ndarray, spans: Sequence[tuple[int, int, int]], poolin
     """One vector per input from a packed per-token output: its first token ("cls") or its tokens' mean."""
     if pooling == "cls":
         return np.stack([output[row, start] for row, start, _ in spans])
-    return np.stack([output[row, start:end].mean(axis=0) for row, start, end in spans])
+    # An input of no tokens (a tokenizer without special tokens, an empty text) pools to zeros, as padded.
+    return np.stack([output[row, start:end].sum(axis=0) / max(end - start, 1) for row, start, end in spans])
 
 
 if __name__ == "__main__":  # write_packed_graph_apart's child: source, output, destination

@@ -26,7 +26,7 @@ from .types import EmbedRequest, EmbedResult, EngineUnavailable, InputType, Inva
 
 logger = logging.getLogger(__name__)
 
-# Texts the packed graph must embed as the original does before it is used (text.py's OnnxTextRunner):
+# Texts the packed graph must embed as the original does before it is used (OnnxTextRunner's check):
 # different lengths, so that one packed row holds several inputs with their positions restarting.
 PACKING_PROBE = (
     "a",
@@ -208,15 +208,11 @@ class OnnxTextRunner:
             got = np.array([r.vector for r in self._embed_packed(self.session, probe)])
             norms = np.linalg.norm(expected, axis=1) * np.linalg.norm(got, axis=1)
             cosine = float(np.min(np.sum(expected * got, axis=1) / np.clip(norms, 1e-12, None)))
+            problem = None if cosine >= PACKING_MIN_COSINE else f"disagrees with the original ({cosine=:.6f})"
         except Exception as exc:  # a rewired graph onnxruntime cannot load or run: onnxruntime's own errors
-            logger.warning("Model %s: packed graph failed (%s); padded batches", self.spec.name, exc)
-            cosine = -1.0
-        if cosine < PACKING_MIN_COSINE:
-            logger.warning(
-                "Model %s: packed graph disagrees with the original (cosine %.6f); padded batches",
-                self.spec.name,
-                cosine,
-            )
+            problem = f"failed ({exc})"
+        if problem is not None:
+            logger.warning("Model %s: packed graph %s; padded batches", self.spec.name, problem)
             self.session = make_session(path, threads, memory_arena=memory_arena)
             self._input_names = {i.name for i in self.session.get_inputs()}
             return None

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from inference import catalog
 from inference.engine import text
-from inference.engine.packing import MASKED, pack, write_packed_graph
+from inference.engine.packing import MASKED, pack, pool_spans, write_packed_graph, write_packed_graph_apart
 from inference.engine.text import OnnxTextRunner
 from inference.engine.types import EmbedRequest, InputType, Kind
 from tests.conftest import MINILM, MINILM_L3
@@ -95,8 +95,21 @@ def test_a_graph_without_attention_does_not_fit(tmp_path: Path) -> None:
     )
     source = tmp_path / "model.onnx"
     onnx.save(helper.make_model(graph), str(source))
-    assert not write_packed_graph(source, "out", tmp_path / "packed.onnx")
+    assert not write_packed_graph_apart(source, "out", tmp_path / "packed.onnx")  # in a child process
     assert not (tmp_path / "packed.onnx").exists()
+
+
+def test_a_file_that_is_no_model_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    source = tmp_path / "model.onnx"
+    source.write_bytes(b"not a model")
+    with pytest.raises(OSError, match="rewriting the graph failed"):
+        write_packed_graph_apart(source, "out", tmp_path / "packed.onnx")
+
+
+def test_an_input_of_no_tokens_pools_to_zeros() -> None:
+    output = np.ones((1, 3, 4), dtype=np.float32)
+    pooled = pool_spans(output, [(0, 0, 3), (0, 3, 3)], "mean")
+    assert pooled.tolist() == [[1.0] * 4, [0.0] * 4]
 
 
 def test_a_packed_graph_that_disagrees_with_the_original_is_not_used(
