@@ -74,6 +74,7 @@ def write_packed_graph(source: Path, output: str, destination: Path) -> bool:
         if len(bias) != 1:  # both terms come from the tokens (no mask), or neither does: not attention
             return False
         add.input[bias[0]] = BIAS_INPUT
+    _drop_nan_guards(graph, softmaxes)
 
     tensor = onnx.helper.make_tensor_value_info
     graph.input.append(tensor(POSITION_INPUT, onnx.TensorProto.INT64, ["rows", "row"]))
@@ -117,6 +118,42 @@ def _data_dependent(graph: Any, source: str) -> set[str]:
         if any(name in reached for name in node.input):
             reached.update(node.output)
     return reached
+
+
+def _drop_nan_guards(graph: Any, softmaxes: Sequence[Any]) -> None:
+    """Read each Softmax's output directly where the export guards it with `Where(IsNaN(s), 0, s)`.
+
+    torch's exporter adds that guard for rows whose every score is masked with -inf. The packed bias
+    masks with a finite value and every token attends at least to its own segment, so the guard never
+    fires; it cost ~2.4% of MiniLM-L6's run time (onnxruntime's profile: IsNaN and Where over the scores).
+    """
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    constants = {i.name: i for i in graph.initializer}
+    for softmax in softmaxes:
+        scores = softmax.output[0]
+        for isnan in [n for n in consumers.get(scores, []) if n.op_type == "IsNaN"]:
+            for where in consumers.get(isnan.output[0], []):
+                if (
+                    where.op_type == "Where"
+                    and list(where.input) == [isnan.output[0], where.input[1], scores]
+                    and _is_zero(constants.get(where.input[1]))
+                ):
+                    guarded = where.output[0]
+                    for reader in consumers.get(guarded, []):
+                        reader.input[:] = [scores if name == guarded else name for name in reader.input]
+
+
+def _is_zero(tensor: Any) -> bool:
+    """Whether an initializer holds a single 0 (the guard's replacement value)."""
+    if tensor is None:
+        return False
+    from onnx import numpy_helper
+
+    value = numpy_helper.to_array(tensor)
+    return bool(value.size == 1 and float(value.reshape(-1)[0]) == 0.0)
 
 
 def _prune(graph: Any) -> None:

@@ -84,6 +84,37 @@ def test_packed_batches_embed_as_padded_ones(models_dir: Path, model: str) -> No
             assert float(va @ vb / (np.linalg.norm(va) * np.linalg.norm(vb))) >= 0.99999
 
 
+def test_the_nan_guard_after_softmax_is_dropped_and_changes_nothing(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxruntime as ort
+
+    from inference.engine import packing
+
+    l6 = catalog.installed_path(models_dir, MINILM)
+    assert l6 is not None
+    source = l6 / "model.onnx"
+    assert any(n.op_type == "IsNaN" for n in onnx.load(str(source)).graph.node)  # the export's guard
+    assert write_packed_graph(source, "last_hidden_state", tmp_path / "lean.onnx")
+    assert not any(n.op_type in ("IsNaN", "Where") for n in onnx.load(str(tmp_path / "lean.onnx")).graph.node)
+    monkeypatch.setattr(packing, "_drop_nan_guards", lambda graph, softmaxes: None)
+    assert write_packed_graph(source, "last_hidden_state", tmp_path / "guarded.onnx")
+
+    ids = [[101, 7000, 2003, 102], [101, 2460, 102], [101, 102]]
+    batch = pack(ids, 0)
+    feeds = {
+        "input_ids": batch.input_ids,
+        "packed_position_ids": batch.position_ids,
+        "packed_attention_bias": batch.attention_bias,
+        "token_type_ids": np.zeros_like(batch.input_ids),
+    }
+    outputs = [
+        ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+        for name in ("lean.onnx", "guarded.onnx")
+    ]
+    assert np.array_equal(outputs[0], outputs[1])
+
+
 def test_a_graph_without_attention_does_not_fit(tmp_path: Path) -> None:
     table = helper.make_tensor("embeddings.word_embeddings.weight", TensorProto.FLOAT, [10, 4], [0.1] * 40)
     graph = helper.make_graph(
