@@ -9,8 +9,9 @@ every other input of its row, so its output is the one it would have alone (floa
 The exported graphs take an `attention_mask` of shape (batch, sequence), which cannot say "these tokens
 belong together", so `write_packed_graph` rewires a copy: the position-embedding lookup reads a new input
 `packed_position_ids`, and every attention's score bias (the term added before its Softmax) is a new
-input `packed_attention_bias` of shape (rows, 1, sequence, sequence). A graph this does not fit is
-refused, and the runner checks the rewired graph against the original before using it (text.py).
+input `packed_attention_bias` of shape (rows, 1, sequence, sequence); the exporter's NaN guard after
+each Softmax, which that bias can never trip, is dropped. A graph this does not fit is refused, and the
+runner checks the rewired graph against the original before using it (text.py).
 
 Imports no Django and no app; onnx is imported only when a graph is rewired.
 """
