@@ -141,8 +141,9 @@ def _drop_nan_guards(graph: Any, softmaxes: Sequence[Any]) -> None:
             for where in consumers.get(isnan.output[0], []):
                 if (
                     where.op_type == "Where"
-                    and list(where.input) == [isnan.output[0], where.input[1], scores]
-                    and _is_zero(constants.get(where.input[1]))
+                    and where.input[0] == isnan.output[0]  # where NaN,
+                    and _is_zero(constants.get(where.input[1]))  # 0,
+                    and where.input[2] == scores  # else the scores
                 ):
                     guarded = where.output[0]
                     for reader in consumers.get(guarded, []):

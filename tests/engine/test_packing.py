@@ -7,12 +7,21 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
 from inference import catalog
-from inference.engine import text
-from inference.engine.packing import MASKED, pack, pool_spans, write_packed_graph, write_packed_graph_apart
+from inference.engine import packing, text
+from inference.engine.packing import (
+    BIAS_INPUT,
+    MASKED,
+    POSITION_INPUT,
+    pack,
+    pool_spans,
+    write_packed_graph,
+    write_packed_graph_apart,
+)
 from inference.engine.text import OnnxTextRunner
 from inference.engine.types import EmbedRequest, InputType, Kind
 from tests.conftest import MINILM, MINILM_L3
@@ -87,10 +96,6 @@ def test_packed_batches_embed_as_padded_ones(models_dir: Path, model: str) -> No
 def test_the_nan_guard_after_softmax_is_dropped_and_changes_nothing(
     models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import onnxruntime as ort
-
-    from inference.engine import packing
-
     l6 = catalog.installed_path(models_dir, MINILM)
     assert l6 is not None
     source = l6 / "model.onnx"
@@ -104,8 +109,8 @@ def test_the_nan_guard_after_softmax_is_dropped_and_changes_nothing(
     batch = pack(ids, 0)
     feeds = {
         "input_ids": batch.input_ids,
-        "packed_position_ids": batch.position_ids,
-        "packed_attention_bias": batch.attention_bias,
+        POSITION_INPUT: batch.position_ids,
+        BIAS_INPUT: batch.attention_bias,
         "token_type_ids": np.zeros_like(batch.input_ids),
     }
     outputs = [
