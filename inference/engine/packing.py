@@ -18,6 +18,7 @@ Imports no Django and no app; onnx is imported only when a graph is rewired.
 
 from __future__ import annotations
 
+import heapq
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -29,13 +30,14 @@ import numpy as np
 
 POSITION_INPUT = "packed_position_ids"
 BIAS_INPUT = "packed_attention_bias"
-# Row widths tried besides the longest input's (`pack` keeps the cheapest layout). Wider rows
-# hold more short inputs, so less padding, but each token attends over the whole row.
-ROW_WIDTHS = (64, 128)
-# The row width at which a token's attention work would equal the rest of its layer's: the dense layers
-# cost ~3.5 MFLOP a token for a 384-wide MiniLM, attention ~1.5 kFLOP per token of the row plus the
-# element-wise passes over the scores. Only the ratio matters when layouts are compared.
-ATTENTION_WIDTH = 1400
+# No row is wider than this unless one input is: the attention bias is rows x width x width floats.
+MAX_ROW_WIDTH = 128
+# The row width at which a token's attention work equals the rest of its layer's: a run of `rows` rows of
+# `width` tokens costs about rows x width x (1 + width / ATTENTION_WIDTH). Fitted to MiniLM-L6 int8 on one
+# onnxruntime thread by bench/packing.py (Xeon with AVX-512: ~410). The graph's element-wise passes over
+# the score tensors (bias, Softmax, transposes) cost far more than the ~1.5 kFLOP per token of the row that
+# attention's matrix products need, so wide rows are dearer than their FLOPs say.
+ATTENTION_WIDTH = 420
 NO_FIT = 3  # the child's exit status for a graph that does not fit (write_packed_graph_apart)
 # What a masked score gets: the most negative float32, as transformers' own extended attention masks do, so
 # that Softmax gives it exactly 0 (never -inf: a row with every score masked would give NaN).
@@ -190,20 +192,16 @@ class PackedBatch:
 
 
 def pack(token_ids: Sequence[Sequence[int]], pad_id: int) -> PackedBatch:
-    """Pack inputs into rows: the cheapest, by `_layout_cost`, of the layouts `_first_fit` gives for the
-    longest input's width and for each wider one of ROW_WIDTHS.
+    """Pack inputs into rows, in the cheapest layout `_layout` finds.
 
-    Inputs of nearly one length (the pool batches them so when it can) stay one to a row, like a padded
-    batch; inputs of mixed lengths share rows. Padding tokens form a segment of their own, which no input
-    attends to. Plain lists first and one array each at the end: this runs in a worker holding the GIL
-    (16 inputs: ~0.2 ms with an array write per input, ~0.06 ms so).
+    Inputs of one length stay one to a row, like a padded batch; inputs of mixed lengths share rows.
+    Padding tokens form a segment of their own, which no input attends to. Plain lists first and one array
+    each at the end: this runs in a worker holding the GIL (16 inputs: ~0.2 ms with an array write per
+    input, ~0.06 ms so).
     """
     lengths = [len(ids) for ids in token_ids]
-    longest = max(lengths)
-    order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
-    layouts = [_first_fit(lengths, order, w) for w in (longest, *(w for w in ROW_WIDTHS if w > longest))]
-    rows, filled = min(layouts, key=_layout_cost)
-    width = max(filled)
+    rows = _layout(lengths)
+    width = max(sum(lengths[index] for index in members) for members in rows)
     flat_ids: list[int] = []
     positions: list[int] = []
     segments: list[int] = []
@@ -232,30 +230,53 @@ def pack(token_ids: Sequence[Sequence[int]], pad_id: int) -> PackedBatch:
     )
 
 
-def _first_fit(lengths: Sequence[int], order: Sequence[int], width: int) -> tuple[list[list[int]], list[int]]:
-    """Input indexes in rows of at most `width` tokens, and each row's tokens: in `order` (longest first),
-    each input into the first row with room."""
-    rows: list[list[int]] = []
-    filled: list[int] = []
-    for index in order:
-        length = lengths[index]
-        for row, used in enumerate(filled):
-            if used + length <= width:
-                rows[row].append(index)
-                filled[row] = used + length
-                break
-        else:
-            rows.append([index])
-            filled.append(length)
-    return rows, filled
+def _layout(lengths: Sequence[int]) -> list[list[int]]:
+    """Input indexes in rows: the row count whose balanced layout (`_balanced`) costs least by
+    `_layout_cost`, one input per row (a padded batch) if none is cheaper.
+
+    Each row count is tried from many rows (narrow) to few (wide), skipping those that could not win even
+    with no padding at all; only the winner's rows are built. Rows of the longest input's width, 64 or 128
+    tokens, filled first-fit (the layouts tried before), cost 6-14% more model time on batches of 4-32
+    short sentences, and wide rows' attention was underrated. A batch of 32 takes ~0.08 ms here, next to a
+    model run of ~130 ms.
+    """
+    count = len(lengths)
+    longest = max(lengths)
+    total = sum(lengths)
+    widest = max(longest, MAX_ROW_WIDTH)
+    descending = sorted(lengths, reverse=True)
+    best_rows, best_cost = count, _layout_cost(count, longest)
+    for rows in range(count - 1, 0, -1):
+        narrowest = max(longest, -(-total // rows))
+        if narrowest > widest:
+            break  # fewer rows only get wider
+        if _layout_cost(rows, narrowest) >= best_cost:
+            continue
+        filled = [0] * rows  # the rows' tokens as `_balanced` fills them (a heap: the emptiest first)
+        for length in descending:
+            heapq.heapreplace(filled, filled[0] + length)
+        width = max(filled)
+        if width <= widest and _layout_cost(rows, width) < best_cost:
+            best_rows, best_cost = rows, _layout_cost(rows, width)
+    return _balanced(lengths, best_rows)
 
 
-def _layout_cost(layout: tuple[list[list[int]], list[int]]) -> float:
-    """Model work for a layout, relative: the tokens it computes (padding included), each dearer the wider
-    its row (attention)."""
-    rows, filled = layout
-    width = max(filled)
-    return len(rows) * width * (1 + width / ATTENTION_WIDTH)
+def _balanced(lengths: Sequence[int], rows: int) -> list[list[int]]:
+    """Input indexes in `rows` rows: longest first, each into the row with the fewest tokens so far (the
+    "longest processing time" rule, whose widest row is within 4/3 of the best possible)."""
+    members: list[list[int]] = [[] for _ in range(rows)]
+    filled = [(0, row) for row in range(rows)]
+    for index in sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True):
+        used, row = filled[0]
+        members[row].append(index)
+        heapq.heapreplace(filled, (used + lengths[index], row))
+    return members
+
+
+def _layout_cost(rows: int, width: int) -> float:
+    """Model work for `rows` rows of `width` tokens, relative: the tokens it computes (padding included),
+    each dearer the wider its row (attention)."""
+    return rows * width * (1 + width / ATTENTION_WIDTH)
 
 
 def pool_spans(output: np.ndarray, spans: Sequence[tuple[int, int, int]], pooling: str) -> np.ndarray:

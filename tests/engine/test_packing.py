@@ -43,15 +43,33 @@ def test_short_inputs_share_a_row_each_seeing_only_itself() -> None:
 
 
 def test_padding_is_never_seen_and_never_more_than_a_padded_batch_would_have() -> None:
-    lengths = [60, 50, 40, 30, 20, 10]
+    lengths = [100, 60, 30]  # one row of 190 would make every token attend too wide
     batch = pack([[i + 1] * n for i, n in enumerate(lengths)], pad_id=0)
-    rows, width = batch.input_ids.shape
-    assert rows * width < len(lengths) * max(lengths)  # 4 x 60 here, against 6 x 60 padded
-    assert width == max(lengths)  # no row wider than the longest input: attention costs as padded
+    assert batch.input_ids.shape == (2, 100)  # against 3 x 100 padded; 10 tokens of padding are left
     for row, start, end in batch.spans:
         padding = batch.input_ids[row] == 0
         assert not padding[start:end].any()
         assert (batch.attention_bias[row, 0, start:end][:, padding] == MASKED).all()
+
+
+def test_mixed_lengths_are_balanced_over_rows() -> None:
+    # 210 tokens in 3 rows of 70, no padding; first-fit into rows of the longest input's width would
+    # leave 4 x 60 with 30 tokens of padding, which costs more than the wider rows' attention.
+    batch = pack([[i + 1] * n for i, n in enumerate([60, 50, 40, 30, 20, 10])], pad_id=0)
+    assert batch.input_ids.shape == (3, 70)
+    assert (batch.input_ids != 0).all()
+
+
+def test_every_layout_holds_each_input_once_and_costs_no_more_than_padding() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        lengths = rng.integers(1, 200, size=int(rng.integers(1, 33))).tolist()
+        rows = packing._layout(lengths)
+        assert sorted(index for members in rows for index in members) == list(range(len(lengths)))
+        width = max(sum(lengths[index] for index in members) for members in rows)
+        assert width <= max(max(lengths), packing.MAX_ROW_WIDTH)
+        padded = packing._layout_cost(len(lengths), max(lengths))
+        assert packing._layout_cost(len(rows), width) <= padded
 
 
 def test_inputs_of_one_length_stay_one_to_a_row_as_in_a_padded_batch() -> None:
