@@ -34,7 +34,7 @@ BIAS_INPUT = "packed_attention_bias"
 MAX_ROW_WIDTH = 128
 # The row width at which a token's attention work equals the rest of its layer's: a run of `rows` rows of
 # `width` tokens costs about rows x width x (1 + width / ATTENTION_WIDTH). Fitted to MiniLM-L6 int8 on one
-# onnxruntime thread by bench/packing.py (Xeon with AVX-512: ~410). The graph's element-wise passes over
+# onnxruntime thread by bench/packing.py (Xeon with AVX-512: 380-410). The graph's element-wise passes over
 # the score tensors (bias, Softmax, transposes) cost far more than the ~1.5 kFLOP per token of the row that
 # attention's matrix products need, so wide rows are dearer than their FLOPs say.
 ATTENTION_WIDTH = 420
@@ -235,10 +235,12 @@ def _layout(lengths: Sequence[int]) -> list[list[int]]:
     `_layout_cost`, one input per row (a padded batch) if none is cheaper.
 
     Each row count is tried from many rows (narrow) to few (wide), skipping those that could not win even
-    with no padding at all; only the winner's rows are built. Rows of the longest input's width, 64 or 128
-    tokens, filled first-fit (the layouts tried before), cost 6-14% more model time on batches of 4-32
-    short sentences, and wide rows' attention was underrated. A batch of 32 takes ~0.08 ms here, next to a
-    model run of ~130 ms.
+    with no padding at all; only the winner's rows are built. Against first-fit into rows of the longest
+    input's width, 64 or 128 tokens, this saves 6-14% of the model time of batches of 4-32 short sentences
+    (bench/packing.py's sentences, one thread, alternating A/B). A batch of 32 takes ~0.08 ms here, next
+    to a model run of ~130 ms. The winner is never costlier than one input per row, and no row is narrower
+    than the longest input, so it never computes more tokens than a padded batch: the pool's token budget
+    still bounds it.
     """
     count = len(lengths)
     longest = max(lengths)

@@ -70,6 +70,7 @@ def test_every_layout_holds_each_input_once_and_costs_no_more_than_padding() -> 
         assert width <= max(max(lengths), packing.MAX_ROW_WIDTH)
         padded = packing._layout_cost(len(lengths), max(lengths))
         assert packing._layout_cost(len(rows), width) <= padded
+        assert len(rows) * width <= len(lengths) * max(lengths)  # within the pool's token budget
 
 
 def test_inputs_of_one_length_stay_one_to_a_row_as_in_a_padded_batch() -> None:
