@@ -12,7 +12,8 @@ packing's cost model fitted on this machine.
    packed/padded (lower is better), median over the rounds.
 
 CPU time of the calling thread, not wall-clock time: onnxruntime runs on it, and other load on a shared
-machine disturbs it less. Run: `HF_HUB_OFFLINE=1 MODELS_DIR=$PWD/data/models .venv/bin/python
+machine disturbs it less. Run from the root of the checkout to measure (the venv's editable install
+imports the working directory's code): `HF_HUB_OFFLINE=1 MODELS_DIR=$PWD/data/models .venv/bin/python
 bench/packing.py [--rounds N]`.
 """
 

@@ -258,8 +258,9 @@ def _layout(lengths: Sequence[int]) -> list[list[int]]:
         for length in descending:
             heapq.heapreplace(filled, filled[0] + length)
         width = max(filled)
-        if width <= widest and _layout_cost(rows, width) < best_cost:
-            best_rows, best_cost = rows, _layout_cost(rows, width)
+        cost = _layout_cost(rows, width)
+        if width <= widest and cost < best_cost:
+            best_rows, best_cost = rows, cost
     return _balanced(lengths, best_rows)
 
 
