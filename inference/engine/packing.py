@@ -10,8 +10,9 @@ The exported graphs take an `attention_mask` of shape (batch, sequence), which c
 belong together", so `write_packed_graph` rewires a copy: the position-embedding lookup reads a new input
 `packed_position_ids`, and every attention's score bias (the term added before its Softmax) is a new
 input `packed_attention_bias` of shape (rows, 1, sequence, sequence); the exporter's NaN guard after
-each Softmax, which that bias can never trip, is dropped. A graph this does not fit is refused, and the
-runner checks the rewired graph against the original before using it (text.py).
+each Softmax, which that bias can never trip, is dropped; and each GELU written out as five element-wise
+nodes is one `Gelu` node, which onnxruntime fuses with the bias Add before it. A graph this does not fit
+is refused, and the runner checks the rewired graph against the original before using it (text.py).
 
 Imports no Django and no app; onnx is imported only when a graph is rewired.
 """
@@ -78,6 +79,8 @@ def write_packed_graph(source: Path, output: str, destination: Path) -> bool:
             return False
         add.input[bias[0]] = BIAS_INPUT
     _drop_nan_guards(graph, softmaxes)
+    if _fuse_gelu(graph) and not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
 
     tensor = onnx.helper.make_tensor_value_info
     graph.input.append(tensor(POSITION_INPUT, onnx.TensorProto.INT64, ["rows", "row"]))
@@ -154,12 +157,85 @@ def _drop_nan_guards(graph: Any, softmaxes: Sequence[Any]) -> None:
 
 def _is_zero(tensor: Any) -> bool:
     """Whether an initializer holds a single 0 (the guard's replacement value)."""
+    return _scalar(tensor) == 0.0
+
+
+def _scalar(tensor: Any) -> float | None:
+    """The value of an initializer that holds a single number; None for anything else."""
     if tensor is None:
-        return False
+        return None
     from onnx import numpy_helper
 
     value = numpy_helper.to_array(tensor)
-    return bool(value.size == 1 and float(value.reshape(-1)[0]) == 0.0)
+    return float(value.reshape(-1)[0]) if value.size == 1 else None
+
+
+def _fuse_gelu(graph: Any) -> int:
+    """Replace each exact GELU written out as `x * 0.5 * (1 + Erf(x / sqrt(2)))` by one com.microsoft
+    `Gelu` node; how many were replaced.
+
+    onnxruntime fuses that subgraph itself only when the two multiplications come in the order torch's
+    old exporter wrote; the dynamo export multiplies `0.5` into `1 + Erf` first, so its five nodes stayed
+    five passes over the feed-forward layer's widest tensor, and the bias Add before them a sixth. As one
+    `Gelu`, onnxruntime fuses it with that Add into one `BiasGelu` pass, with the same arithmetic: outputs
+    within float rounding (MiniLM-L6 int8, one thread: 3-5% less time per run, bench/packing.py).
+    """
+    constants = {i.name: i for i in graph.initializer}
+    constants.update(  # torch's old exporter writes its scalars as Constant nodes
+        (node.output[0], attribute.t)
+        for node in graph.node
+        if node.op_type == "Constant"
+        for attribute in node.attribute
+        if attribute.name == "value"
+    )
+    producers = {name: node for node in graph.node for name in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def sole_reader(name: str, op_type: str) -> Any:
+        readers = consumers.get(name, [])
+        return readers[0] if len(readers) == 1 and readers[0].op_type == op_type else None
+
+    def operand(node: Any, name: str) -> str | None:  # a binary node's other input
+        rest = [i for i in node.input if i != name]
+        return rest[0] if len(node.input) == 2 and len(rest) == 1 else None
+
+    replaced: dict[str, Any] = {}  # the last node of each GELU -> its Gelu
+    dropped: set[int] = set()
+    for erf in [n for n in graph.node if n.op_type == "Erf"]:
+        scale = producers.get(erf.input[0])  # x / sqrt(2), or x * (1 / sqrt(2))
+        if scale is None or scale.op_type not in ("Div", "Mul") or len(scale.input) != 2:
+            continue
+        if sole_reader(scale.output[0], "Erf") is None:  # its output is read elsewhere too: keep it
+            continue
+        x, divisor = scale.input
+        factor = _scalar(constants.get(divisor))
+        expected = 2**0.5 if scale.op_type == "Div" else 2**-0.5
+        if factor is None or abs(factor - expected) > 1e-6:
+            continue
+        one = sole_reader(erf.output[0], "Add")
+        first = one and sole_reader(one.output[0], "Mul")
+        second = first and sole_reader(first.output[0], "Mul")
+        if not second or _scalar(constants.get(operand(one, erf.output[0]) or "")) != 1.0:
+            continue
+        factors = {operand(first, one.output[0]), operand(second, first.output[0])}
+        half = [f for f in factors if f != x]
+        if x not in factors or len(half) != 1 or _scalar(constants.get(half[0] or "")) != 0.5:
+            continue
+        from onnx import helper
+
+        replaced[second.output[0]] = helper.make_node(
+            "Gelu", [x], list(second.output), name=f"{erf.name}_gelu", domain="com.microsoft"
+        )
+        dropped.update(id(node) for node in (scale, erf, one, first, second))
+    # Each Gelu takes its last node's place: x and every reader of the output keep their order.
+    kept = [replaced.get(node.output[0], node) for node in graph.node]
+    kept = [node for node in kept if id(node) not in dropped]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(replaced)
 
 
 def _prune(graph: Any) -> None:

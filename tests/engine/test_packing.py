@@ -139,6 +139,38 @@ def test_the_nan_guard_after_softmax_is_dropped_and_changes_nothing(
     assert np.array_equal(outputs[0], outputs[1])
 
 
+@pytest.mark.parametrize(
+    ("model", "output", "layers"),
+    [(MINILM, "last_hidden_state", 6), (MINILM_L3, "onnx::Shape_422", 3)],  # dynamo's and the old export
+)
+def test_each_gelu_becomes_one_node_and_changes_nothing(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str, output: str, layers: int
+) -> None:
+    path = catalog.installed_path(models_dir, model)
+    assert path is not None
+    source = path / "model.onnx"
+    assert write_packed_graph(source, output, tmp_path / "fused.onnx")
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "fused.onnx")).graph.node]
+    assert ops.count("Gelu") == layers and "Erf" not in ops
+    monkeypatch.setattr(packing, "_fuse_gelu", lambda graph: 0)
+    assert write_packed_graph(source, output, tmp_path / "plain.onnx")
+    assert "Erf" in [n.op_type for n in onnx.load(str(tmp_path / "plain.onnx")).graph.node]
+
+    batch = pack([[101, 7000, 2003, 102], [101, 2460, 1999, 3000, 5000, 102], [101, 102]], 0)
+    outputs = []
+    for name in ("fused.onnx", "plain.onnx"):
+        session = ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"])
+        feeds = {
+            "input_ids": batch.input_ids,
+            POSITION_INPUT: batch.position_ids,
+            BIAS_INPUT: batch.attention_bias,
+        }
+        if "token_type_ids" in {i.name for i in session.get_inputs()}:
+            feeds["token_type_ids"] = np.zeros_like(batch.input_ids)
+        outputs.append(session.run([output], feeds)[0])
+    assert np.allclose(outputs[0], outputs[1], rtol=0, atol=1e-5)
+
+
 def test_a_graph_without_attention_does_not_fit(tmp_path: Path) -> None:
     table = helper.make_tensor("embeddings.word_embeddings.weight", TensorProto.FLOAT, [10, 4], [0.1] * 40)
     graph = helper.make_graph(
