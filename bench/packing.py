@@ -1,20 +1,24 @@
 """Benchmark: padding-free batches (inference/engine/packing.py) against padded ones, and the constant of
-packing's cost model fitted on this machine.
+packing's cost model, on this machine.
 
 1. Runs the packed MiniLM-L6 int8 graph on one onnxruntime thread (as each ONNX worker does) for a grid of
    `rows x width` shapes, every row made of 19-token inputs, and prints the CPU time per token of each.
    It fits `time = a + b * rows * width + c * rows * width^2` by least squares and prints `b / c`: the row
-   width at which a token's attention work equals the rest of its layer's. Compare it with packing.py's
-   ATTENTION_WIDTH, which `pack` uses to choose between narrow rows with padding and wide rows without.
-2. Embeds batches of 2 to 32 short sentences (bench/dataplane.py's: 11-29 tokens, mixed) with the padded
+   width at which a token's attention work equals the rest of its layer's, by this grid.
+2. Embeds the bench sentences in batches of 2 to 32 with the packed runner under each `--widths` value of
+   packing.ATTENTION_WIDTH, alternating, and prints the CPU time per text of each and its ratio to the
+   constant's (lower is better). Real batches, not the grid's fit, decide the constant: with denormals
+   flushed the grid fits ~1400, yet on the bench sentences 250-1400 all run within +-3% of 420.
+3. Embeds batches of 2 to 32 short sentences (bench/dataplane.py's: 11-29 tokens, mixed) with the padded
    runner (the baseline: the original graph, one input per row, padded to the longest) and the packed
    runner, alternating `--rounds` times, and prints the CPU time per text of each and the ratio
    packed/padded (lower is better), median over the rounds.
 
 CPU time of the calling thread, not wall-clock time: onnxruntime runs on it, and other load on a shared
-machine disturbs it less. Run from the root of the checkout to measure (the venv's editable install
-imports the working directory's code): `HF_HUB_OFFLINE=1 MODELS_DIR=$PWD/data/models .venv/bin/python
-bench/packing.py [--rounds N]`.
+machine disturbs it less. The thread flushes denormals as the runners' threads do (denormals.py). Run from
+the root of the checkout to measure (the venv's editable install imports the working directory's code):
+`HF_HUB_OFFLINE=1 MODELS_DIR=$PWD/data/models .venv/bin/python bench/packing.py [--rounds N]
+[--widths W ...]`.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ django.setup()
 from dataplane import MODEL, sentences  # noqa: E402  (the serving bench's sentences)
 
 from inference.embedding import resolve_model  # noqa: E402
+from inference.engine import packing  # noqa: E402
+from inference.engine.denormals import flush_denormals  # noqa: E402
 from inference.engine.packing import ATTENTION_WIDTH, BIAS_INPUT, MASKED, POSITION_INPUT  # noqa: E402
 from inference.engine.text import OnnxTextRunner  # noqa: E402
 from inference.engine.types import EmbedRequest, InputType, Kind  # noqa: E402
@@ -102,6 +108,32 @@ def embed_all(runner: OnnxTextRunner, batches: Sequence[Sequence[EmbedRequest]])
         runner.embed(batch)
 
 
+def compare_widths(packed: OnnxTextRunner, widths: Sequence[float], rounds: int) -> None:
+    """Alternate packing.ATTENTION_WIDTH over `widths` on batches of each size; print medians and the ratio
+    of each to the module's own constant."""
+    requests = [EmbedRequest(MODEL, Kind.QUERY, InputType.TEXT, t) for t in sentences(TEXTS, seed=103)]
+    candidates = [ATTENTION_WIDTH, *(w for w in widths if w != ATTENTION_WIDTH)]
+    per_text: dict[tuple[float, int], list[float]] = {}
+    try:
+        for round_ in range(rounds):
+            for size in BATCHES:
+                batches = [requests[i : i + size] for i in range(0, TEXTS, size)]
+                for width in candidates if round_ % 2 == 0 else reversed(candidates):
+                    packing.ATTENTION_WIDTH = width
+                    ms = thread_ms(partial(embed_all, packed, batches), repeat=1, runs=1)
+                    per_text.setdefault((width, size), []).append(ms / TEXTS)
+    finally:
+        packing.ATTENTION_WIDTH = ATTENTION_WIDTH
+    for size in BATCHES:
+        base = per_text[(ATTENTION_WIDTH, size)]
+        cells = [f"{ATTENTION_WIDTH:.0f}: {statistics.median(base):.2f} ms/text"]
+        for width in candidates[1:]:
+            ours = per_text[(width, size)]
+            ratio = statistics.median(b / a for a, b in zip(base, ours, strict=True))
+            cells.append(f"{width:.0f}: {statistics.median(ours):.2f} ({ratio:.3f})")
+        print(f"  batch {size:2d}: " + ", ".join(cells))
+
+
 def compare_batches(padded: OnnxTextRunner, packed: OnnxTextRunner, rounds: int) -> None:
     """Alternate the two runners over batches of each size; print medians and the ratio."""
     requests = [EmbedRequest(MODEL, Kind.QUERY, InputType.TEXT, t) for t in sentences(TEXTS, seed=101)]
@@ -127,15 +159,23 @@ def main() -> None:
     """Fit the cost model, then compare padded and packed batches."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=4, help="alternations of padded and packed")
+    parser.add_argument(
+        "--widths", type=float, nargs="*", default=[250.0, 800.0, 1400.0], help="ATTENTION_WIDTH candidates"
+    )
     args = parser.parse_args()
     spec, model_dir = resolve_model(MODEL)
     packed = OnnxTextRunner(spec, model_dir, threads=1)
     if not packed.packed:
         sys.exit(f"{MODEL}'s graph was not packed (see the log)")
     padded = OnnxTextRunner(spec, model_dir, threads=1, packing=False)
+    flush_denormals()  # as the runners do in their threads: the grid runs the session directly
     print(f"model: {MODEL} ({model_dir}), one onnxruntime thread")
     print("packed graph, shapes of 19-token inputs (CPU time per run):")
     fit_shapes(packed)
+    if args.widths:
+        print(f"ATTENTION_WIDTH candidates on batches of bench sentences, {args.rounds} alternating rounds")
+        print("(CPU time per text, median; in brackets the ratio to the constant's, lower is better):")
+        compare_widths(packed, args.widths, args.rounds)
     print(f"batches of bench sentences, {args.rounds} alternating rounds (CPU time, median):")
     compare_batches(padded, packed, args.rounds)
 

@@ -34,10 +34,11 @@ BIAS_INPUT = "packed_attention_bias"
 # No row is wider than this unless one input is: the attention bias is rows x width x width floats.
 MAX_ROW_WIDTH = 128
 # The row width at which a token's attention work equals the rest of its layer's: a run of `rows` rows of
-# `width` tokens costs about rows x width x (1 + width / ATTENTION_WIDTH). Fitted to MiniLM-L6 int8 on one
-# onnxruntime thread by bench/packing.py (Xeon with AVX-512: 380-410). The graph's element-wise passes over
-# the score tensors (bias, Softmax, transposes) cost far more than the ~1.5 kFLOP per token of the row that
-# attention's matrix products need, so wide rows are dearer than their FLOPs say.
+# `width` tokens costs about rows x width x (1 + width / ATTENTION_WIDTH). 420 was fitted on a grid of
+# shapes (bench/packing.py, MiniLM-L6 int8, one onnxruntime thread, Xeon with AVX-512) while masked scores
+# were still denormal floats, which made Softmax over wide rows slow. With denormals flushed (denormals.py)
+# that grid fits ~1400, attention's FLOP ratio; on real batches of short sentences 250, 800 and 1400 all
+# run within +-3% of 420 (bench/packing.py's alternating comparison: noise), so it is kept.
 ATTENTION_WIDTH = 420
 NO_FIT = 3  # the child's exit status for a graph that does not fit (write_packed_graph_apart)
 # What a masked score gets: the most negative float32, as transformers' own extended attention masks do, so
