@@ -59,6 +59,9 @@ def make_session(
     options.inter_op_num_threads = 1
     options.enable_cpu_mem_arena = memory_arena
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads > 1:  # its pool threads flush denormals too; callers flush their own thread (denormals.py)
+        # (lone batches of 4-8 packed sentences on the solo session: 6-8% less wall time)
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
     if not spinning:  # idle intra-op threads sleep instead of spinning (a spinning one burns a core)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
