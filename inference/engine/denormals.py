@@ -2,10 +2,11 @@
 
 A masked attention score (a padded token's, or another input's in a packed row: packing.py) goes through
 Softmax's exp as a value so small that the CPU computes it as a denormal float, and x86 cores take a slow
-microcode path for every such value: onnxruntime's Softmax over MiniLM's packed scores ran ~7x slower than
-over unmasked ones (bench/packing.py's shapes, one thread). With the SSE control register's flush-to-zero
-(FTZ) and denormals-are-zero (DAZ) bits set, those values are 0 at full speed; a denormal (below ~1.2e-38
-in float32) is far under what any vector's rounding keeps, so vectors do not change beyond rounding.
+microcode path for every such value: onnxruntime's Softmax over scores of MiniLM's shape (8 x 12 x 42 x
+42, 70% masked, one thread) took 1.26 ms, against 0.16 ms unmasked or flushed. With the SSE control
+register's flush-to-zero (FTZ) and denormals-are-zero (DAZ) bits set, those values are 0 at full speed; a
+denormal (below ~1.2e-38 in float32) is far under what any vector's rounding keeps, so vectors do not
+change beyond rounding.
 
 onnxruntime sets these bits only in its own thread pools and the thread that opens a process's first
 session (`session.set_denormal_as_zero`), not in the threads that call `run` with one intra-op thread, as
